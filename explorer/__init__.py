@@ -1,0 +1,1 @@
+"""Latent-space explorer app: run loading, latent operations, figures and the Gradio UI."""

@@ -1,0 +1,13 @@
+"""Shared test set-up: writable caches in a temp folder (no writable home is guaranteed), few threads."""
+import os
+import tempfile
+
+_cache = os.path.join(tempfile.gettempdir(), "vae-explorer-test-cache")
+os.makedirs(_cache, exist_ok=True)
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(_cache, "numba"))
+os.environ.setdefault("MPLCONFIGDIR", os.path.join(_cache, "mpl"))
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data"))
