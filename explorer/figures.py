@@ -1,0 +1,331 @@
+"""Pictures and payloads for the explorer: image grids, GIFs, small charts, map data, downloads.
+
+Everything is drawn with Pillow (no plotting library is needed on the server); the interactive map is
+drawn in the browser from `map_payload`'s JSON.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from training.errors import UserError
+
+from .runs import LoadedRun
+
+# Categorical palette (Tableau 10, then its lighter partner colours): distinguishable, colour-blind aware.
+PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+           "#9c755f", "#bab0ac", "#a0cbe8", "#ffbe7d", "#ff9d9a", "#86bcb6", "#8cd17d", "#f1ce63",
+           "#d4a6c8", "#fabfd2", "#d7b5a6", "#79706e"]
+MAX_CATEGORIES = len(PALETTE)
+MAX_CSV_VALUES = 20_000_000  # N * D above this is too big for a CSV download; use latents.npz
+MAX_DISPLAY_SIDE = 2048
+
+
+# ---- image grids ---------------------------------------------------------------------------------------
+def _as_uint8_batch(images) -> np.ndarray:
+    """uint8 (B, H, W, C) with C in {1, 3} from an array / list of arrays / list of PIL images."""
+    if isinstance(images, Image.Image):
+        images = [images]
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise UserError("no images to show")
+        images = np.stack([_as_uint8_image(im) for im in images])
+    a = np.asarray(images)
+    if a.dtype != np.uint8:
+        raise UserError(f"images must be uint8, got {a.dtype}")
+    if a.ndim == 3:
+        a = a[..., None]
+    if a.ndim != 4 or a.shape[-1] not in (1, 3) or a.shape[0] == 0:
+        raise UserError(f"images must be (B, H, W, 1|3), got {a.shape}")
+    return a
+
+
+def _as_uint8_image(image) -> np.ndarray:
+    if isinstance(image, Image.Image):
+        image = image.convert("RGB") if image.mode not in ("L", "RGB") else image
+        image = np.asarray(image)
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        raise UserError(f"images must be uint8, got {a.dtype}")
+    return a if a.ndim == 3 else a[..., None]
+
+
+def image_grid(images_uint8, nrow: int = 8, padding: int = 2, pad_value: int = 64) -> Image.Image:
+    """Tile images (B, H, W, C) uint8 into one picture with `nrow` images per row (torchvision's
+    convention) and `padding` pixels of grey between and around them."""
+    a = _as_uint8_batch(images_uint8)
+    b, h, w, c = a.shape
+    nrow = max(1, min(int(nrow), b))
+    rows = math.ceil(b / nrow)
+    H = rows * h + (rows + 1) * padding
+    W = nrow * w + (nrow + 1) * padding
+    canvas = np.full((H, W, c), pad_value, dtype=np.uint8)
+    for i in range(b):
+        r, col = divmod(i, nrow)
+        y = padding + r * (h + padding)
+        x = padding + col * (w + padding)
+        canvas[y:y + h, x:x + w] = a[i]
+    return Image.fromarray(canvas[..., 0] if c == 1 else canvas, mode="L" if c == 1 else "RGB")
+
+
+def to_pil(image) -> Image.Image:
+    """uint8 (H, W, C) / (H, W) / (1, H, W, C) array or PIL image -> PIL image (L or RGB)."""
+    if isinstance(image, Image.Image):
+        return image
+    a = np.asarray(image)
+    if a.ndim == 4 and a.shape[0] == 1:
+        a = a[0]
+    a = _as_uint8_image(a)
+    if a.ndim != 3 or a.shape[2] not in (1, 3):
+        raise UserError(f"an image must be (H, W, 1|3), got {a.shape}")
+    return Image.fromarray(a[..., 0] if a.shape[2] == 1 else a, mode="L" if a.shape[2] == 1 else "RGB")
+
+
+def upscale(image, size: int) -> Image.Image:
+    """Nearest-neighbour enlargement by the largest integer factor that keeps the longer side <= size
+    (at least 1): small images stay crisp instead of blurry."""
+    im = to_pil(image)
+    size = max(1, min(int(size), MAX_DISPLAY_SIDE))
+    factor = max(1, size // max(im.size))
+    if factor == 1:
+        return im
+    return im.resize((im.size[0] * factor, im.size[1] * factor), resample=Image.Resampling.NEAREST)
+
+
+def to_png_bytes(image) -> bytes:
+    buf = io.BytesIO()
+    to_pil(image).save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def make_gif(frames, fps: float = 10.0, pingpong: bool = False, size: Optional[int] = None) -> bytes:
+    """An animated GIF (loops forever) from frames: uint8 (T, H, W, C) or a list of images.
+
+    pingpong: play forwards then backwards (without repeating the end frames).
+    size:     nearest-neighbour upscale each frame to about this many pixels (see `upscale`).
+    """
+    a = _as_uint8_batch(frames)
+    fps = float(fps)
+    if not math.isfinite(fps) or not 0.5 <= fps <= 50:
+        raise UserError("fps must be between 0.5 and 50")
+    if a.shape[0] > 512:
+        raise UserError("too many frames for a GIF (max 512)")
+    order = list(range(a.shape[0]))
+    if pingpong and len(order) > 2:
+        order += order[-2:0:-1]
+    images = [to_pil(a[i]) for i in order]
+    if size:
+        images = [upscale(im, size) for im in images]
+    images = [im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT) if im.mode == "RGB" else im
+              for im in images]
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], loop=0,
+                   duration=max(20, int(round(1000.0 / fps))), optimize=False, disposal=1)
+    return buf.getvalue()
+
+
+# ---- small charts -------------------------------------------------------------------------------------
+def _font(size: int = 11):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has no size argument
+        return ImageFont.load_default()
+
+
+def kl_bar_figure(kl_per_dim, width: int = 480, height: int = 200) -> Image.Image:
+    """Bar chart of the mean KL (nats) of each latent dimension. Dimensions above 0.01 nats (carrying
+    information) are drawn in colour, collapsed ones in grey."""
+    kl = np.asarray(kl_per_dim, dtype=np.float64).reshape(-1)
+    if kl.size == 0 or not np.all(np.isfinite(kl)):
+        raise UserError("KL per dimension must be a non-empty list of finite numbers")
+    im = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(im)
+    font = _font(11)
+    left, right, top, bottom = 44, 8, 18, 20
+    plot_w, plot_h = width - left - right, height - top - bottom
+    top_value = max(float(kl.max()), 1e-6)
+    draw.text((4, 2), "KL per dimension (nats)", fill="black", font=font)
+    draw.line([(left, top), (left, top + plot_h), (left + plot_w, top + plot_h)], fill="black")
+    draw.text((2, top - 6), f"{top_value:.3g}", fill="black", font=font)
+    draw.text((2, top + plot_h - 8), "0", fill="black", font=font)
+    n = kl.size
+    slot = plot_w / n
+    for d, v in enumerate(kl):
+        x0 = left + d * slot + slot * 0.15
+        x1 = left + (d + 1) * slot - slot * 0.15
+        bar_h = max(0.0, v) / top_value * plot_h
+        colour = PALETTE[0] if v > 0.01 else "#bbbbbb"
+        if x1 - x0 < 1:
+            x1 = x0 + 1
+        draw.rectangle([x0, top + plot_h - bar_h, x1, top + plot_h], fill=colour)
+        if n <= 32 and (n <= 16 or d % 2 == 0):
+            label = str(d)
+            tw = draw.textlength(label, font=font)
+            draw.text((left + (d + 0.5) * slot - tw / 2, top + plot_h + 3), label, fill="black", font=font)
+    return im
+
+
+def posterior_figure(mu, logvar, dims: Optional[Sequence[int]] = None, width: int = 360,
+                     row_height: int = 16, span: float = 4.0) -> Image.Image:
+    """Posterior of one image per latent dimension: mean (dot) ± 2σ (bar) against the prior's ±2
+    band (grey) on an axis from −span to +span (values beyond are clipped, marked with an arrow)."""
+    m = np.asarray(mu, dtype=np.float64).reshape(-1)
+    lv = np.zeros_like(m) if logvar is None else np.asarray(logvar, dtype=np.float64).reshape(-1)
+    if m.size == 0 or m.shape != lv.shape or not (np.all(np.isfinite(m)) and np.all(np.isfinite(lv))):
+        raise UserError("mu and logvar must be finite vectors of the same length")
+    order = list(range(m.size)) if dims is None else [int(d) for d in dims]
+    if not order or min(order) < 0 or max(order) >= m.size:
+        raise UserError(f"dims must be indices in 0..{m.size - 1}")
+    order = order[:64]
+    sigma = np.exp(0.5 * np.clip(lv, -30, 30))
+    label_w, margin = 34, 6
+    height = row_height * len(order) + 22
+    im = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(im)
+    font = _font(10)
+    x0, x1 = label_w, width - margin
+
+    def px(v: float) -> float:
+        return x0 + (np.clip(v, -span, span) + span) / (2 * span) * (x1 - x0)
+
+    draw.rectangle([px(-2), 0, px(2), row_height * len(order)], fill="#eeeeee")
+    draw.line([(px(0), 0), (px(0), row_height * len(order))], fill="#cccccc")
+    for r, d in enumerate(order):
+        cy = r * row_height + row_height / 2
+        draw.text((2, cy - 6), f"z{d}", fill="black", font=font)
+        lo, hi = m[d] - 2 * sigma[d], m[d] + 2 * sigma[d]
+        draw.line([(px(lo), cy), (px(hi), cy)], fill=PALETTE[0], width=3)
+        cx = px(m[d])
+        draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=PALETTE[2])
+        if abs(m[d]) > span:
+            draw.text((cx - 4 if m[d] > 0 else cx, cy - 12), ">" if m[d] > 0 else "<", fill=PALETTE[2], font=font)
+    axis_y = row_height * len(order) + 4
+    for v in (-span, -2, 0, 2, span):
+        label = f"{v:g}"
+        tw = draw.textlength(label, font=font)
+        draw.text((px(v) - tw / 2, axis_y), label, fill="black", font=font)
+    return im
+
+
+# ---- map payload and downloads -------------------------------------------------------------------------
+def _need_latents(run: LoadedRun) -> dict:
+    if run.latents is None:
+        raise UserError(f"run {run.name!r} has no exported latents (run `python -m training export` on it)")
+    return run.latents
+
+
+def color_options(run: LoadedRun) -> list[str]:
+    """What the map can be coloured by: 'none', 'split', each label, and latent dimensions 'z<d>'
+    (the 10 most informative, or all when D <= 32)."""
+    if run.latents is None:
+        return ["none"]
+    from .latent_ops import dims_by_kl
+
+    options = ["none"]
+    if "split" in run.latents:
+        options.append("split")
+    options += list(run.label_names)
+    if not run.is_vq:  # a VQ-VAE's flattened code grid has no meaningful single coordinates
+        dims = dims_by_kl(run)
+        options += [f"z{d}" for d in (dims if run.latent_dim <= 32 else dims[:10])]
+    return options
+
+
+def _color_values(run: LoadedRun, color_by: str) -> tuple[Optional[np.ndarray], str]:
+    """(values (N,), kind) for a colour option; kind in none / binary / categorical / continuous."""
+    lat = run.latents
+    if color_by in (None, "", "none"):
+        return None, "none"
+    if color_by == "split" and "split" in lat:
+        return lat["split"].astype(np.float64), "categorical"
+    if color_by in run.label_names and "labels" in lat:
+        k = run.label_names.index(color_by)
+        kind = run.label_kinds[k] if k < len(run.label_kinds) else "continuous"
+        return lat["labels"][:, k].astype(np.float64), kind
+    if isinstance(color_by, str) and color_by.startswith("z") and color_by[1:].isdigit():
+        d = int(color_by[1:])
+        if d < run.latent_dim:
+            return lat["mu"][:, d].astype(np.float64), "continuous"
+    raise UserError(f"cannot colour the map by {color_by!r} (choose one of: {', '.join(color_options(run))})")
+
+
+def _category_label(color_by: str, value: float) -> str:
+    if color_by == "split":
+        return {0: "train", 1: "test"}.get(int(value), str(value))
+    return f"{int(value)}" if float(value).is_integer() else f"{value:g}"
+
+
+def map_payload(run: LoadedRun, color_by: str = "none") -> dict:
+    """JSON-serialisable data for the WebGL scatter of the latent map.
+
+    Keys: run, n, x, y (lists of floats, 4 decimals), index (row of the latent table for each point:
+    what a click sends back), dataset_index, color_by, color_kind ('none' | 'categorical' | 'binary' |
+    'continuous'), color (per point: category code for categorical/binary, the value for continuous,
+    absent for none), legend (categorical: [{code, label, color, count}]), color_range (continuous:
+    [min, max]), bounds [xmin, xmax, ymin, ymax]. About 0.3 MB of JSON for 10,000 points.
+    """
+    lat = _need_latents(run)
+    xy = lat["xy"].astype(np.float64)
+    n = xy.shape[0]
+    payload = {
+        "run": run.name,
+        "n": int(n),
+        "x": np.round(xy[:, 0], 4).tolist(),
+        "y": np.round(xy[:, 1], 4).tolist(),
+        "index": list(range(n)),
+        "dataset_index": lat["index"].astype(np.int64).tolist() if "index" in lat else list(range(n)),
+        "bounds": [float(xy[:, 0].min()), float(xy[:, 0].max()), float(xy[:, 1].min()), float(xy[:, 1].max())],
+        "color_by": color_by or "none",
+    }
+    values, kind = _color_values(run, color_by)
+    if values is not None and kind in ("categorical", "binary"):
+        categories, codes = np.unique(values, return_inverse=True)
+        if len(categories) > MAX_CATEGORIES:
+            kind = "continuous"  # too many classes for a legend: show as a colour scale
+        else:
+            counts = np.bincount(codes, minlength=len(categories))
+            payload["color"] = codes.astype(np.int64).tolist()
+            payload["legend"] = [{"code": i, "label": _category_label(color_by, c), "color": PALETTE[i],
+                                  "count": int(counts[i])} for i, c in enumerate(categories)]
+    if values is not None and kind == "continuous":
+        payload["color"] = np.round(values, 4).tolist()
+        payload["color_range"] = [float(values.min()), float(values.max())]
+    payload["color_kind"] = kind
+    return payload
+
+
+def latents_csv(run: LoadedRun) -> bytes:
+    """The latent table as CSV: point, index (dataset), split, x, y, one column per label, mu_0..mu_{D-1}."""
+    lat = _need_latents(run)
+    mu = lat["mu"]
+    n, d = mu.shape
+    if n * d > MAX_CSV_VALUES:
+        raise UserError(f"the latent table is too large for CSV ({n}×{d}); download latents.npz instead")
+    columns = ["point", "index", "split", "x", "y"] + list(run.label_names) + [f"mu_{i}" for i in range(d)]
+    head = io.StringIO()
+    csv.writer(head, lineterminator="\n").writerow(columns)
+    index = lat["index"].astype(np.int64) if "index" in lat else np.arange(n)
+    split = lat["split"].astype(np.int64) if "split" in lat else np.zeros(n, dtype=np.int64)
+    ints = np.stack([np.arange(n), index, split], axis=1)
+    floats = [lat["xy"].astype(np.float64)]
+    if run.label_names and "labels" in lat:
+        floats.append(lat["labels"].astype(np.float64))
+    floats.append(mu.astype(np.float64))
+    body = io.StringIO()
+    table = np.concatenate([ints.astype(np.float64)] + floats, axis=1)
+    fmt = ["%d", "%d", "%d"] + ["%.7g"] * (table.shape[1] - 3)
+    np.savetxt(body, table, fmt=fmt, delimiter=",", newline="\n")
+    return (head.getvalue() + body.getvalue()).encode("utf-8")
+
+
+def attributes_json(run: LoadedRun) -> bytes:
+    """attributes.json of the run, pretty-printed."""
+    if not run.attributes:
+        raise UserError(f"run {run.name!r} has no attributes.json (run `python -m training export` on it)")
+    return (json.dumps(run.attributes, indent=1) + "\n").encode("utf-8")
