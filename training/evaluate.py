@@ -1,0 +1,361 @@
+"""Evaluate trained runs on held-out data and write metrics.json.
+
+    python -m training evaluate RUN [RUN ...] [--k 1000] [--n-test 1000] [--no-disentanglement]
+                                    [--metric-scale 1.0] [--seed 0] [--device cpu]
+
+For each run, on `n_test` points of the test split (a seeded choice):
+- ELBO = −(recon + KL) in nats per image (recon averaged over the k importance samples, KL analytic),
+  the importance-weighted NLL estimate with k samples (Burda et al. 2015; batched over k, so memory is
+  bounded), and bits/dim for the Gaussian likelihood: (NLL + D ln 256) / (D ln 2), NLL = IW-NLL
+  (see training/likelihood.py for the conventions);
+- reconstruction MSE per pixel of the posterior-mean reconstruction, and PSNR = 10 log10(1 / MSE)
+  computed from that MSE (images in [0, 1]);
+- KL per latent dimension and active units (Cov_x(E[z|x]) > 0.01);
+- VQ-VAE: codebook perplexity and share of codes used. There is no ELBO or IW-NLL (no prior over codes
+  in the model itself); with a trained PixelCNN prior, the NLL bound −log p(x|c) − log p_prior(c) is
+  reported under "vq";
+- datasets with ground-truth factors: MIG, FactorVAE, DCI and BetaVAE under the disentanglement_lib
+  protocol (training.metrics.evaluate_all), sample counts scaled by --metric-scale, with seeds and
+  library versions recorded.
+
+Several runs print one table with a column per run (e.g. VAE vs β-TCVAE side by side);
+`--from-saved` prints that table from existing metrics.json files without evaluating again.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .config import atomic_write_text
+from .errors import UserError
+from .likelihood import (active_units, bits_per_dim, codebook_usage, has_gaussian_posterior,
+                         importance_weighted_batch, log_px_given_z, psnr_from_mse)
+
+METRICS_FILE = "metrics.json"
+FORMAT_VERSION = 1
+
+
+def library_versions() -> dict:
+    import sklearn
+
+    return {"torch": torch.__version__, "sklearn": sklearn.__version__, "numpy": np.__version__}
+
+
+class HeldOutAccumulator:
+    """Per-batch results over the test images; `summarise` turns them into metrics.json fields."""
+
+    def __init__(self):
+        self.n = 0
+        self.pixels = 0
+        self.squared_error = 0.0
+        self.log_px, self.recon, self.kl = [], [], []
+        self.kl_per_dim_sum: Optional[np.ndarray] = None
+        self.means: list = []
+        self.codes: list = []
+        self.prior_nll: list = []
+
+    def add_reconstruction(self, x: torch.Tensor, recon_image: torch.Tensor) -> None:
+        self.n += x.shape[0]
+        self.pixels += x.numel()
+        self.squared_error += float((recon_image.double() - x.double()).pow(2).sum())
+
+
+@torch.no_grad()
+def held_out_metrics(model, dataset, index: np.ndarray, k: int, seed: int, device: str,
+                     batch_size: int = 64, prior=None, progress: bool = False) -> dict:
+    """Likelihood / reconstruction / latent-usage metrics over the given test indices."""
+    acc = HeldOutAccumulator()
+    generator = torch.Generator(device=device).manual_seed(seed)
+    gaussian = has_gaussian_posterior(model)
+    is_vq = getattr(model.config, "name", "") == "vqvae"
+    started = time.perf_counter()
+    for start in range(0, len(index), batch_size):
+        images, _ = dataset.get(index[start:start + batch_size])
+        x = images.to(device).float().div_(255.0)
+        enc = model.encode(x)
+        params = model.decode(model.latent_for_decode(enc)).float()    # from the posterior mean / the code
+        acc.add_reconstruction(x, model.to_image(params))
+        if gaussian and enc.logvar is not None:
+            res = importance_weighted_batch(model, x, max(k, 1), generator)
+            acc.log_px.append(res.log_px.cpu())
+            acc.recon.append(res.recon.cpu())
+            acc.kl.append(res.kl.cpu())
+            per_dim = res.kl_per_dim.double().sum(0).cpu().numpy()
+            acc.kl_per_dim_sum = per_dim if acc.kl_per_dim_sum is None else acc.kl_per_dim_sum + per_dim
+            acc.means.append(res.mean.float().cpu().numpy())
+        else:
+            acc.means.append(enc.mean.reshape(x.shape[0], -1).float().cpu().numpy())
+            # Deterministic encoders: the reconstruction NLL of the decoded code.
+            acc.recon.append((-log_px_given_z(model, x, params)).double().cpu())
+        if enc.codes is not None:
+            acc.codes.append(enc.codes.cpu().numpy())
+            if prior is not None:
+                acc.prior_nll.append(prior_nll_per_grid(prior, enc.codes))
+        if progress and (start // batch_size) % 10 == 0:
+            done = min(start + batch_size, len(index))
+            print(f"  {done}/{len(index)} test images ({time.perf_counter() - started:.0f} s)", flush=True)
+    return summarise(model, acc, k, gaussian, is_vq)
+
+
+def prior_nll_per_grid(prior, codes: torch.Tensor) -> torch.Tensor:
+    """−log p_prior(c) in nats per code grid."""
+    logits = prior(codes.to(prior.device))
+    nll = torch.nn.functional.cross_entropy(logits, codes.to(prior.device).long(), reduction="none")
+    return nll.flatten(1).sum(1).double().cpu()
+
+
+def summarise(model, acc: HeldOutAccumulator, k: int, gaussian: bool, is_vq: bool) -> dict:
+    num_dims = int(np.prod(model.config.channels * model.config.image_size ** 2))
+    mse = acc.squared_error / max(1, acc.pixels)
+    out = {"mse": mse, "psnr": psnr_from_mse(mse), "elbo": None, "recon": None, "kl": None, "iw_nll": None,
+           "iw_k": None, "bits_per_dim": None, "kl_per_dim": None, "active_units": None, "latent_size": None,
+           "vq": None, "notes": []}
+    means = np.concatenate(acc.means) if acc.means else np.zeros((0, 0))
+    out["latent_size"] = int(means.shape[1]) if means.size else int(np.prod(model.latent_shape))
+    recon = float(torch.cat(acc.recon).mean()) if acc.recon else None
+    out["recon"] = recon
+    if gaussian and acc.log_px:
+        kl = float(torch.cat(acc.kl).mean())
+        out.update(kl=kl, elbo=-(recon + kl),
+                   kl_per_dim=[float(v) for v in acc.kl_per_dim_sum / acc.n],
+                   active_units=active_units(means))
+        nll = None
+        if k >= 1:
+            nll = float(-torch.cat(acc.log_px).mean())
+            out.update(iw_nll=nll, iw_k=int(k))
+        else:
+            out["notes"].append("--k 0: no importance-weighted NLL; ELBO from one sample per image")
+        if model.config.likelihood == "gaussian":
+            out["bits_per_dim"] = bits_per_dim(nll if nll is not None else -out["elbo"], num_dims)
+            out["bits_per_dim_from"] = "iw_nll" if nll is not None else "elbo"
+        else:
+            out["notes"].append("Bernoulli likelihood: NLL reported in nats per image, no bits/dim")
+    elif is_vq:
+        out["notes"].append("VQ-VAE: no ELBO or IW-NLL (the model has no prior over codes; with a PixelCNN "
+                            "prior, vq.nll_with_prior is the bound -log p(x|c) - log p_prior(c))")
+    else:
+        out["notes"].append("deterministic autoencoder: no ELBO, IW-NLL or KL (no posterior, no prior); "
+                            "recon is the NLL of the decoded code")
+        out["active_units"] = active_units(means)
+    if acc.codes:
+        codes = np.concatenate(acc.codes)
+        out["vq"] = codebook_usage(codes, int(model.config.num_codes))
+        if acc.prior_nll:
+            prior_nll = float(torch.cat(acc.prior_nll).mean())
+            grid_size = int(np.prod(codes.shape[1:]))
+            out["vq"]["prior_bits_per_code"] = prior_nll / grid_size / math.log(2.0)
+            out["vq"]["nll_with_prior"] = recon + prior_nll
+            if model.config.likelihood == "gaussian":
+                out["vq"]["bits_per_dim_with_prior"] = bits_per_dim(recon + prior_nll, num_dims)
+    return out
+
+
+def disentanglement_metrics(model, dataset, seed: int, scale: float, device: str) -> dict:
+    from .metrics import DatasetSource, evaluate_all, model_representation
+
+    return evaluate_all(DatasetSource(dataset), model_representation(model, device), seed=seed, scale=scale)
+
+
+def evaluate_run(run_dir: str, k: int = 1000, n_test: int = 1000, disentanglement: Optional[bool] = None,
+                 metric_scale: float = 1.0, seed: int = 0, device: str = "cpu", batch_size: int = 64,
+                 write: bool = True, progress: bool = False) -> dict:
+    """Evaluate one run folder; returns the metrics.json document (and writes it unless write=False).
+
+    disentanglement: None = when the dataset has ground-truth factors; True = required (UserError for a
+    dataset without factors); False = skipped.
+    """
+    from .export import choose_indices, open_dataset
+    from .prior import resolve_device
+    from .runfolder import load_run
+
+    if k < 0:
+        raise UserError(f"--k must be >= 0 (0 skips the importance-weighted NLL), not {k}")
+    if n_test < 1:
+        raise UserError(f"--n-test must be >= 1, not {n_test}")
+    if not (metric_scale > 0 and math.isfinite(metric_scale)):
+        raise UserError(f"--metric-scale must be a positive number, not {metric_scale}")
+    device = resolve_device(device)
+    started = time.perf_counter()
+    run = load_run(run_dir, device=device)
+    dataset = open_dataset(run)
+    has_factors = bool(getattr(dataset, "has_factors", False))
+    if disentanglement and not has_factors:
+        raise UserError(f"dataset {run.config.data.name} has no ground-truth factors: "
+                        "disentanglement metrics need dsprites or smileys (drop --disentanglement)")
+    if len(dataset.test_indices) == 0:
+        raise UserError(f"{run_dir}: dataset {run.config.data.name!r} has an empty test split "
+                        "(data.test_fraction is 0)")
+    index, _ = choose_indices(dataset, "test", n_test, seed)
+    if progress:
+        print(f"evaluating {run_dir} on {len(index)} test images (k = {k})", flush=True)
+    prior = getattr(run, "prior", None)
+    result = {"format_version": FORMAT_VERSION, "run": os.path.basename(os.path.normpath(run_dir)),
+              "model": run.config.model.name, "dataset": run.config.data.name,
+              "likelihood": run.config.model.likelihood, "step": int(run.step), "split": "test",
+              "n_test": int(len(index)), "seed": int(seed), "versions": library_versions()}
+    t = time.perf_counter()
+    result.update(held_out_metrics(run.model, dataset, index, k, seed, device, batch_size, prior, progress))
+    seconds = {"held_out": round(time.perf_counter() - t, 2)}
+    if disentanglement is not False and has_factors:
+        t = time.perf_counter()
+        if progress:
+            print("disentanglement metrics (MIG, FactorVAE, DCI, BetaVAE)...", flush=True)
+        result["disentanglement"] = disentanglement_metrics(run.model, dataset, seed, metric_scale, device)
+        seconds["disentanglement"] = round(time.perf_counter() - t, 2)
+    else:
+        result["disentanglement"] = None
+        if not has_factors:
+            result["notes"].append(f"dataset {run.config.data.name} has no ground-truth factors: "
+                                   "no disentanglement metrics")
+    seconds["total"] = round(time.perf_counter() - started, 2)
+    result["seconds"] = seconds
+    result = json_safe(result)
+    if write:
+        atomic_write_text(os.path.join(run_dir, METRICS_FILE), json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def json_safe(value):
+    """Replace NaN/inf (not valid JSON) by None, recursively; numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def load_metrics(run_dir: str) -> dict:
+    path = os.path.join(run_dir, METRICS_FILE)
+    if not os.path.isfile(path):
+        raise UserError(f"{run_dir}: no {METRICS_FILE} yet (run `python -m training evaluate {run_dir}`)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})")
+
+
+# ---- the table ----------------------------------------------------------------------------------------------
+def _get(metrics: dict, *path):
+    value = metrics
+    for key in path:
+        if not isinstance(value, dict) or value.get(key) is None:
+            return None
+        value = value[key]
+    return value
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.{digits}g}" if abs(value) < 1e5 else f"{value:.0f}"
+    return str(value)
+
+
+TABLE_ROWS = [
+    ("model", lambda m: m.get("model")),
+    ("dataset", lambda m: m.get("dataset")),
+    ("step", lambda m: m.get("step")),
+    ("test images", lambda m: m.get("n_test")),
+    ("ELBO (nats)", lambda m: m.get("elbo")),
+    ("  recon (nats)", lambda m: m.get("recon")),
+    ("  KL (nats)", lambda m: m.get("kl")),
+    ("IW-NLL (nats)", lambda m: m.get("iw_nll")),
+    ("  IW samples k", lambda m: m.get("iw_k")),
+    ("bits/dim", lambda m: m.get("bits_per_dim")),
+    ("MSE", lambda m: m.get("mse")),
+    ("PSNR (dB)", lambda m: m.get("psnr")),
+    ("active units", lambda m: None if m.get("active_units") is None
+        else f"{m['active_units']}/{m.get('latent_size')}"),
+    ("codebook perplexity", lambda m: _get(m, "vq", "perplexity")),
+    ("codes used", lambda m: _get(m, "vq", "codes_used")),
+    ("prior bits/code", lambda m: _get(m, "vq", "prior_bits_per_code")),
+    ("NLL with prior (nats)", lambda m: _get(m, "vq", "nll_with_prior")),
+    ("MIG", lambda m: _get(m, "disentanglement", "mig")),
+    ("FactorVAE score", lambda m: _get(m, "disentanglement", "factorvae")),
+    ("DCI disentanglement", lambda m: _get(m, "disentanglement", "dci", "disentanglement")),
+    ("DCI completeness", lambda m: _get(m, "disentanglement", "dci", "completeness")),
+    ("DCI informativeness", lambda m: _get(m, "disentanglement", "dci", "informativeness")),
+    ("BetaVAE score", lambda m: _get(m, "disentanglement", "betavae")),
+    ("metric scale", lambda m: _get(m, "disentanglement", "settings", "scale")),
+]
+
+
+def format_table(results: list, names: Optional[list] = None) -> str:
+    """One row per metric, one column per run (rows that are empty for every run are left out)."""
+    names = names or [r.get("run", f"run{i}") for i, r in enumerate(results)]
+    rows = []
+    for label, getter in TABLE_ROWS:
+        cells = [getter(r) for r in results]
+        if all(c is None for c in cells):
+            continue
+        rows.append([label] + [_fmt(c) for c in cells])
+    header = ["metric"] + list(names)
+    widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(w) if i == 0 else str(cell).rjust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths))) for row in [header] + rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def column_names(run_dirs: list) -> list:
+    """Short, distinct column titles: the folder names (with the parent folder when two clash)."""
+    base = [os.path.basename(os.path.normpath(p)) for p in run_dirs]
+    if len(set(base)) == len(base):
+        return base
+    return [os.path.normpath(p) for p in run_dirs]
+
+
+# ---- CLI ------------------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", metavar="RUN", nargs="+", help="run folder(s); several print one table")
+    parser.add_argument("--k", type=int, default=1000, help="importance samples for the IW-NLL (0: skip it)")
+    parser.add_argument("--n-test", type=int, default=1000, help="test images for the held-out metrics")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--disentanglement", dest="disentanglement", action="store_true", default=None,
+                       help="require the factor metrics (error for a dataset without ground-truth factors)")
+    group.add_argument("--no-disentanglement", dest="disentanglement", action="store_false",
+                       help="skip MIG / FactorVAE / DCI / BetaVAE")
+    parser.add_argument("--metric-scale", type=float, default=1.0,
+                        help="multiplies the protocol's sample counts (e.g. 0.1 for a quick look)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
+    parser.add_argument("--from-saved", action="store_true",
+                        help="print the table from the runs' metrics.json without evaluating")
+
+
+def run(args: argparse.Namespace) -> int:
+    results = []
+    for run_dir in args.runs:
+        if args.from_saved:
+            results.append(load_metrics(run_dir))
+        else:
+            results.append(evaluate_run(run_dir, k=args.k, n_test=args.n_test, disentanglement=args.disentanglement,
+                                        metric_scale=args.metric_scale, seed=args.seed, device=args.device,
+                                        batch_size=args.batch_size, progress=True))
+    print(format_table(results, column_names(args.runs)))
+    for run_dir, result in zip(args.runs, results):
+        for note in result.get("notes", []):
+            print(f"note ({os.path.basename(os.path.normpath(run_dir))}): {note}")
+    if not args.from_saved:
+        print("wrote " + ", ".join(os.path.join(r, METRICS_FILE) for r in args.runs))
+    return 0
