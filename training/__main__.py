@@ -1,0 +1,7 @@
+"""`python -m training <command>`: see training/cli.py."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,607 @@
+"""Train one model into a run folder: `python -m training train ...` or `train(cfg, out_dir)`.
+
+The loop is nanoGPT-style: draw a random index batch, one optimiser step, and every so often log,
+draw sample grids and checkpoint. Everything needed to continue a killed run exactly (weights,
+optimiser, every random number generator, the AMP scaler) goes into `checkpoint.pt`, so a run killed
+at step k and resumed with `--resume` ends with the same weights as one that was never interrupted.
+
+Nothing is written until the dataset and the model have been built: a typo in a model name or a
+missing dataset never leaves a half-made run folder behind.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import fields
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .config import FORMAT_VERSION, DataConfig, ModelConfig, RunConfig, TrainConfig, atomic_write_bytes
+from .errors import UserError
+from .runfolder import (CHECKPOINT_FILE, CONFIG_FILE, DONE_FILE, METRICS_LOG_FILE, WEIGHTS_FILE, Run,
+                        holds_run, load_checkpoint, load_state_checked, remove_run_files,
+                        remove_stale_temp_files, save_checkpoint, save_weights, write_text)
+
+# Seed offset of the batch generator, so that its stream differs from the global RNG's (model init,
+# reparameterisation noise), which is seeded with the plain seed.
+BATCH_SEED_OFFSET = 7919
+
+
+# ==== the training run ============================================================================
+def train(cfg: RunConfig, out_dir: str, resume: bool = False, progress: bool = True,
+          overwrite: bool = False) -> Run:
+    """Train `cfg` into `out_dir` (or continue the run there with resume=True); returns the finished Run."""
+    cfg = copy.deepcopy(cfg)  # the dataset fills in image size, channels and dataset_size below
+    validate_train_config(cfg.train)
+    check_out_dir(out_dir, resume, overwrite)
+    device = resolve_device(cfg.train.device)
+
+    # Build everything before writing anything: bad names and missing data fail here.
+    dataset = load_training_dataset(cfg)
+    model = build_seeded_model(cfg, device)
+    optimizer = make_optimizer(model, cfg.train)
+    amp = Amp(device, cfg.train.amp)
+    batches = BatchSampler(dataset, cfg.train.batch_size, cfg.train.seed, device,
+                           channels_last=cfg.train.channels_last and has_convs(model))
+    step, elapsed = 0, 0.0
+    if resume:
+        checkpoint = load_checkpoint(os.path.join(out_dir, CHECKPOINT_FILE))
+        check_resume_compatible(cfg, checkpoint, out_dir)
+        step, elapsed = restore_checkpoint(checkpoint, model, optimizer, amp, batches, cfg.train, out_dir)
+        del checkpoint
+
+    open_run_folder(out_dir, cfg, resume, step)
+    last_checkpoint = step if resume else None
+    t = cfg.train
+    # A host sync per step costs nothing on the CPU but stalls an accelerator: there, losses are
+    # checked for NaN/inf in batches, always before anything is logged, drawn or saved.
+    check_every_step = device.type == "cpu"
+    pending: list[tuple[int, torch.Tensor, dict]] = []  # (step, loss, terms) not yet checked
+    clock = Clock(elapsed, step)
+
+    model.train()
+    with progress_bar(progress, step, t.steps, out_dir) as bar:
+        while step < t.steps:
+            try:
+                out = train_step(model, optimizer, amp, batches.next(), step, t.grad_clip)
+            except RuntimeError as e:
+                raise_if_overflow(e, step + 1, pending, last_checkpoint)
+                raise
+            step += 1
+            pending.append((step, out.loss.detach(), detach_terms(out.terms)))
+            bar.update(1)
+
+            is_last = step == t.steps
+            is_log, is_sample = step % t.log_every == 0 or is_last, step % t.sample_every == 0 or is_last
+            is_checkpoint = step % t.checkpoint_every == 0 or is_last
+            if check_every_step or is_log or is_sample or is_checkpoint:
+                raise_if_nonfinite(pending, last_checkpoint)
+                pending.clear()
+            if is_log:
+                record = metrics_record(step, out, clock.images_per_s(step, t.batch_size), clock.seconds())
+                append_metrics(out_dir, record)
+                bar.set_postfix({k: f"{record[k]:.4g}" for k in ("loss", "recon", "kl") if k in record},
+                                refresh=False)
+            with clock.paused():  # file writes do not count against training throughput
+                if is_sample:
+                    save_grids(model, dataset, cfg, out_dir, step, device)
+                if is_checkpoint:
+                    raise_if_weights_nonfinite(model, step, last_checkpoint)
+                    save_run_state(out_dir, step, model, optimizer, amp, batches, cfg, clock.seconds())
+                    last_checkpoint = step
+
+    write_text(os.path.join(out_dir, DONE_FILE), f"{step}\n")
+    model.__dict__.pop("loss", None)  # drop the compiled loss: the Run gets the plain model
+    model.to(memory_format=torch.contiguous_format).eval()
+    return Run(path=out_dir, config=cfg, model=model, step=step)
+
+
+def train_step(model, optimizer, amp: "Amp", x: torch.Tensor, step: int, grad_clip: Optional[float]):
+    """One optimiser step on batch x; returns the model's LossOutput. No host sync in here."""
+    with amp.autocast():
+        out = model.loss(x, step)
+    amp.scaler.scale(out.loss).backward()
+    if grad_clip:
+        amp.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], grad_clip, foreach=True)
+    amp.scaler.step(optimizer)
+    amp.scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return out
+
+
+# ==== building blocks ===============================================================================
+def validate_train_config(t: TrainConfig) -> None:
+    def positive_int(name):
+        value = getattr(t, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"train.{name} must be a positive integer (got {value!r})")
+
+    for name in ("steps", "batch_size", "log_every", "sample_every", "checkpoint_every", "grid_n"):
+        positive_int(name)
+    for name in ("amp", "channels_last", "compile"):
+        if not isinstance(getattr(t, name), bool):
+            raise UserError(f"train.{name} must be true or false (got {getattr(t, name)!r})")
+    if not isinstance(t.seed, int) or isinstance(t.seed, bool) or t.seed < 0:
+        raise UserError(f"train.seed must be a non-negative integer (got {t.seed!r})")
+    for name in ("lr", "weight_decay"):
+        value = getattr(t, name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+            raise UserError(f"train.{name} must be a non-negative number (got {value!r})")
+    if t.lr == 0:
+        raise UserError("train.lr must be positive (got 0)")
+    if (not isinstance(t.betas, (list, tuple)) or len(t.betas) != 2
+            or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in t.betas)):
+        raise UserError(f"train.betas must be two numbers in [0, 1) (got {t.betas!r})")
+    if t.grad_clip is not None and (not isinstance(t.grad_clip, (int, float)) or t.grad_clip <= 0):
+        raise UserError(f"train.grad_clip must be a positive number or null (got {t.grad_clip!r})")
+
+
+def check_out_dir(out_dir: str, resume: bool, overwrite: bool) -> None:
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UserError(f"{out_dir}: exists and is not a folder")
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other: choose one")
+    if resume and not os.path.isfile(os.path.join(out_dir, CHECKPOINT_FILE)):
+        raise UserError(f"{out_dir}: nothing to resume (no {CHECKPOINT_FILE}); start the run without --resume")
+    if not resume and not overwrite and holds_run(out_dir):
+        raise UserError(f"{out_dir} already holds a run: pass --resume to continue it or --overwrite to replace it")
+
+
+def resolve_device(name: str) -> torch.device:
+    mps_ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise UserError(f"train.device: unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"train.device is {name!r} but CUDA is not available here (use auto or cpu)")
+    if device.type == "mps" and not mps_ok:
+        raise UserError(f"train.device is {name!r} but MPS is not available here (use auto or cpu)")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"train.device: unsupported device {name!r} (use auto, cpu, cuda or mps)")
+    return device
+
+
+def load_training_dataset(cfg: RunConfig):
+    """Load the data and make the model config agree with it (image size, channels, dataset size)."""
+    from .data import load_dataset
+    from .models import model_names
+
+    # Check the (cheap) model name before loading a possibly large dataset.
+    if cfg.model.name not in model_names():
+        raise UserError(f"unknown model {cfg.model.name!r}; choose from {', '.join(model_names())}")
+    dataset = load_dataset(cfg.data)
+    if len(dataset.train_indices) == 0:
+        raise UserError(f"dataset {cfg.data.name!r}: the training split is empty")
+    # The dataset decides what the images look like; the model is built for them. β-TCVAE's
+    # estimator of log q(z) needs the size of the training set.
+    cfg.model.image_size = int(dataset.image_size)
+    cfg.model.channels = int(dataset.channels)
+    cfg.model.dataset_size = int(len(dataset.train_indices))
+    return dataset
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def build_seeded_model(cfg: RunConfig, device: torch.device):
+    from .models import build_model
+
+    seed_everything(cfg.train.seed)
+    model = build_model(cfg.model).to(device)
+    if cfg.train.channels_last and has_convs(model):
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.train.compile:
+        # Only the training step is compiled; the weights keep their names (no wrapper module).
+        model.loss = torch.compile(model.loss)
+    return model
+
+
+def has_convs(model: torch.nn.Module) -> bool:
+    return any(p.dim() == 4 for p in model.parameters())
+
+
+def make_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    # The fused kernel updates every parameter in one pass instead of ~10 small ops per tensor.
+    fused = all(p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.Adam(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, fused=fused)
+
+
+class Amp:
+    """Mixed precision on CUDA only: bf16 autocast where supported, else fp16 with a GradScaler."""
+
+    def __init__(self, device: torch.device, enabled: bool):
+        self.enabled = bool(enabled) and device.type == "cuda"
+        self.dtype = (torch.bfloat16 if self.enabled and torch.cuda.is_bf16_supported() else torch.float16)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and self.dtype == torch.float16)
+
+    def autocast(self):
+        if not self.enabled:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.dtype)
+
+
+class BatchSampler:
+    """Random index batches from the training split, drawn by a seeded generator (saved in checkpoints).
+
+    Images come as whole batches from `dataset.get_float` (in-memory uint8 -> float, or rendered):
+    no DataLoader and no per-sample work.
+    """
+
+    def __init__(self, dataset, batch_size: int, seed: int, device: torch.device, channels_last: bool):
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.train_indices = np.asarray(dataset.train_indices, dtype=np.int64)
+        self.generator = torch.Generator().manual_seed(seed + BATCH_SEED_OFFSET)
+        self.device = device
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def next(self) -> torch.Tensor:
+        picks = torch.randint(len(self.train_indices), (self.batch_size,), generator=self.generator)
+        images, _ = self.dataset.get_float(self.train_indices[picks.numpy()])
+        return images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool, start: int, total: int, out_dir: str):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=start, disable=not enabled, desc=os.path.basename(os.path.normpath(out_dir)),
+               unit="step", dynamic_ncols=True, file=sys.stderr)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+class Clock:
+    """Training time across resumes (`seconds`) and images/s between log lines, file writes excluded."""
+
+    def __init__(self, elapsed_before: float, step: int):
+        self.start = time.perf_counter() - elapsed_before
+        self.last_time, self.last_step, self.paused_seconds = time.perf_counter(), step, 0.0
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+    def images_per_s(self, step: int, batch_size: int) -> float:
+        now = time.perf_counter()
+        busy = max(now - self.last_time - self.paused_seconds, 1e-9)
+        rate = (step - self.last_step) * batch_size / busy
+        self.last_time, self.last_step, self.paused_seconds = now, step, 0.0
+        return rate
+
+    @contextlib.contextmanager
+    def paused(self):
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.paused_seconds += time.perf_counter() - began
+
+
+# ==== non-finite losses ===============================================================================
+def detach_terms(terms: dict) -> dict:
+    return {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in terms.items()}
+
+
+def raise_if_nonfinite(pending: list, last_checkpoint: Optional[int]) -> None:
+    """Stop at the first NaN/inf loss, before it reaches a log line, a grid or a checkpoint."""
+    if not pending:
+        return
+    finite = torch.isfinite(torch.stack([loss.float() for _, loss, _ in pending]))
+    if bool(finite.all()):
+        return
+    first = int((~finite).nonzero()[0, 0])
+    step, loss, terms = pending[first]
+    values = ", ".join(f"{k}={float(v):.4g}" for k, v in [("loss", loss), *terms.items()] if _is_scalar(v))
+    raise_non_finite(step, values, last_checkpoint)
+
+
+def raise_if_overflow(error: RuntimeError, step: int, pending: list, last_checkpoint: Optional[int]) -> None:
+    """An lr so large that Adam's step size lr / (1 - beta1^t) no longer fits a float fails inside the step."""
+    if "overflow" in str(error):
+        raise_if_nonfinite(pending, last_checkpoint)
+        raise_non_finite(step, f"optimiser step overflowed: {str(error).splitlines()[0]}", last_checkpoint)
+
+
+def raise_if_weights_nonfinite(model, step: int, last_checkpoint: Optional[int]) -> None:
+    """A finite loss can still come with an update that overflowed the weights: never checkpoint those."""
+    if not bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):
+        raise_non_finite(step, "the weights are no longer finite", last_checkpoint)
+
+
+def raise_non_finite(step: int, details: str, last_checkpoint: Optional[int]) -> None:
+    if last_checkpoint is None:
+        kept = "no checkpoint had been written yet; start again"
+    else:
+        kept = f"the last good checkpoint at step {last_checkpoint} is intact; continue from it with --resume"
+    raise UserError(f"non-finite loss at step {step} ({details}): {kept} after lowering the learning rate "
+                    f"(--lr) or setting a gradient clip (--grad-clip)")
+
+
+def _is_scalar(v) -> bool:
+    return isinstance(v, (int, float)) or (isinstance(v, torch.Tensor) and v.numel() == 1)
+
+
+# ==== run folder: logs, grids, checkpoints ===========================================================
+def open_run_folder(out_dir: str, cfg: RunConfig, resume: bool, step: int) -> None:
+    """Model and data are built: now create the folder, clear what is stale and write config.json."""
+    os.makedirs(out_dir, exist_ok=True)
+    if resume:
+        remove_stale_temp_files(out_dir)
+        truncate_metrics_log(os.path.join(out_dir, METRICS_LOG_FILE), step)
+        done = os.path.join(out_dir, DONE_FILE)
+        if os.path.exists(done):
+            os.remove(done)
+    else:
+        # check_out_dir allowed this: the folder is new, holds a run that never checkpointed,
+        # or --overwrite was given. No file of an older run may survive next to the new one.
+        remove_run_files(out_dir)
+    cfg.save(os.path.join(out_dir, CONFIG_FILE))
+
+
+def truncate_metrics_log(path: str, step: int) -> None:
+    """Drop log lines past the checkpoint's step (and a line torn by a kill) so one history remains."""
+    if not os.path.exists(path):
+        return
+    kept = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+                kept.append(json.dumps(record))
+    atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode("utf-8"))
+
+
+def metrics_record(step: int, out, images_per_s: float, seconds: float) -> dict:
+    record = {"step": step, "loss": float(out.loss.detach())}
+    for name, value in out.terms.items():
+        if _is_scalar(value):
+            record[name] = float(value)
+    record["images_per_s"] = round(images_per_s, 1)
+    record["time"] = round(seconds, 3)
+    return record
+
+
+def append_metrics(out_dir: str, record: dict) -> None:
+    with open(os.path.join(out_dir, METRICS_LOG_FILE), "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+@torch.no_grad()
+def save_grids(model, dataset, cfg: RunConfig, out_dir: str, step: int, device: torch.device) -> None:
+    """samples.png (prior samples; none for a VQ-VAE without a prior) and reconstructions.png.
+
+    Both use fixed inputs (a generator seeded from the run's seed, the first test images), so grids
+    of different steps are comparable, and neither touches the training RNGs (resume stays exact).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        n = cfg.train.grid_n
+        if getattr(model, "has_prior", True):
+            generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
+            images = model.decode_image(model.sample_prior(n, generator=generator)).float()
+            write_png(images, out_dir, "samples", step, nrow=max(1, int(math.sqrt(n))))
+        indices = dataset.test_indices if len(dataset.test_indices) else dataset.train_indices
+        pairs = max(1, min(n // 2, len(indices)))
+        width = min(8, pairs)
+        pairs -= pairs % width
+        inputs, _ = dataset.get_float(np.asarray(indices[:pairs], dtype=np.int64))
+        inputs = inputs.to(device)
+        recon = model.reconstruct(inputs).float()
+        # Rows alternate: `width` inputs, then their reconstructions.
+        shape = inputs.shape[1:]
+        rows = torch.stack([inputs.view(-1, width, *shape), recon.reshape(-1, width, *shape)], dim=1)
+        write_png(rows.reshape(-1, *shape), out_dir, "reconstructions", step, nrow=width)
+    finally:
+        model.train(was_training)
+
+
+def write_png(images: torch.Tensor, out_dir: str, name: str, step: int, nrow: int) -> None:
+    import io
+
+    from torchvision.utils import make_grid, save_image  # lazily: torchvision takes seconds to import
+
+    buffer = io.BytesIO()
+    save_image(make_grid(images.cpu(), nrow=nrow, padding=2, pad_value=0.5), buffer, format="png")
+    data = buffer.getvalue()
+    atomic_write_bytes(os.path.join(out_dir, f"{name}_{step}.png"), data)  # history
+    atomic_write_bytes(os.path.join(out_dir, f"{name}.png"), data)  # latest
+
+
+def save_run_state(out_dir, step, model, optimizer, amp, batches, cfg, elapsed) -> None:
+    """checkpoint.pt (resume state) then model.safetensors (inference weights), each atomic."""
+    state = {
+        "format_version": FORMAT_VERSION,
+        "step": step,
+        "elapsed": float(elapsed),
+        "config": cfg.to_dict(),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": amp.scaler.state_dict(),
+        "rng": capture_rng(batches.generator, batches.device),
+    }
+    save_checkpoint(state, os.path.join(out_dir, CHECKPOINT_FILE))
+    save_weights(model, os.path.join(out_dir, WEIGHTS_FILE), step)
+
+
+def capture_rng(batch_generator: torch.Generator, device: torch.device) -> dict:
+    """Every RNG the loop draws from, as tensors / numbers / lists (loadable with weights_only=True)."""
+    version, mt_state, gauss_next = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state()
+    return {
+        "python": [version, list(mt_state), gauss_next],
+        "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "cached_gaussian": float(np_cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+        "mps": torch.mps.get_rng_state() if device.type == "mps" else None,
+        "batches": batch_generator.get_state(),
+    }
+
+
+def restore_rng(rng: dict, batch_generator: torch.Generator, device: torch.device) -> None:
+    version, mt_state, gauss_next = rng["python"]
+    random.setstate((version, tuple(mt_state), gauss_next))
+    np_state = rng["numpy"]
+    np.random.set_state((np_state["name"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    torch.set_rng_state(rng["torch"])
+    if device.type == "cuda" and rng.get("cuda"):
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    if device.type == "mps" and rng.get("mps") is not None:
+        torch.mps.set_rng_state(rng["mps"])
+    batch_generator.set_state(rng["batches"])
+
+
+def check_resume_compatible(cfg: RunConfig, checkpoint: dict, out_dir: str) -> None:
+    """The model and data must be the ones the checkpoint was trained with (train settings may change)."""
+    saved = RunConfig.from_dict(checkpoint["config"], source=f"{out_dir}/{CHECKPOINT_FILE}")
+    where = f"{out_dir}/{CHECKPOINT_FILE} (step {checkpoint['step']})"
+    for section, ignore in (("model", ()), ("data", ("data_dir",))):
+        now, then = getattr(cfg, section), getattr(saved, section)
+        changed = [f"{section}.{f.name} is {getattr(now, f.name)!r} but the checkpoint has {getattr(then, f.name)!r}"
+                   for f in fields(now) if f.name not in ignore and getattr(now, f.name) != getattr(then, f.name)]
+        if changed:
+            raise UserError(f"cannot resume {where}: {'; '.join(changed[:3])}; resume with the run's own "
+                            f"config, or start a new run in another folder")
+    if checkpoint["step"] > cfg.train.steps:
+        raise UserError(f"cannot resume {where}: it is already past train.steps={cfg.train.steps}")
+
+
+def restore_checkpoint(checkpoint: dict, model, optimizer, amp: Amp, batches: BatchSampler,
+                       cfg_train: TrainConfig, out_dir: str) -> tuple[int, float]:
+    where = f"{out_dir}/{CHECKPOINT_FILE}"
+    load_state_checked(model, checkpoint["model"], where)
+    try:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        # load_state_dict also restores the saved lr / betas: the config's train settings win, so that
+        # "lower the learning rate and --resume" does what it says.
+        for group in optimizer.param_groups:
+            group.update(lr=cfg_train.lr, betas=tuple(cfg_train.betas), weight_decay=cfg_train.weight_decay)
+        if checkpoint.get("scaler"):
+            amp.scaler.load_state_dict(checkpoint["scaler"])
+        restore_rng(checkpoint["rng"], batches.generator, batches.device)
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        raise UserError(f"{where}: the optimiser or RNG state cannot be restored ({str(e).splitlines()[0][:200]})")
+    return int(checkpoint["step"]), float(checkpoint.get("elapsed", 0.0))
+
+
+# ==== command line: python -m training train ==========================================================
+# Flags that override one config field each (None = not given, keep the config's value).
+FLAG_FIELDS = {
+    "model": "model.name", "dataset": "data.name", "data_dir": "data.data_dir", "image_size": "data.image_size",
+    "subset": "data.subset", "arch": "model.arch", "latent_dim": "model.latent_dim", "hidden": "model.hidden",
+    "likelihood": "model.likelihood", "beta": "model.beta",
+    "steps": "train.steps", "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed",
+    "grad_clip": "train.grad_clip", "device": "train.device", "amp": "train.amp",
+    "channels_last": "train.channels_last", "compile": "train.compile", "log_every": "train.log_every",
+    "sample_every": "train.sample_every", "checkpoint_every": "train.checkpoint_every",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Train a model into a run folder. Start from --config (a RunConfig JSON, e.g. "
+                          "training/configs/dsprites_btcvae.json) or from --model and --dataset; flags override "
+                          "the config's values.")
+    parser.add_argument("--out", required=True, metavar="DIR", help="run folder to write, e.g. runs/dsprites-vae")
+    parser.add_argument("--config", metavar="JSON", help="RunConfig JSON to start from")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its checkpoint (its config.json is the default config)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run that --out already holds")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = parser.add_argument_group("data")
+    g.add_argument("--dataset", help="dsprites, smileys, mnist, fashion-mnist, celeba or folder:PATH")
+    g.add_argument("--data-dir", help="where torchvision datasets / image folders live")
+    g.add_argument("--image-size", type=int, help="resize images to this size (default: the dataset's own)")
+    g.add_argument("--subset", type=int, help="use only the first N training examples")
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", help="ae, vae, vae-mlp, resvae, beta-vae, annealed-vae, btcvae or vqvae")
+    g.add_argument("--arch", help="encoder/decoder family: mlp, conv or resnet")
+    g.add_argument("--latent-dim", type=int)
+    g.add_argument("--hidden", type=int, nargs="+", metavar="N", help="conv channels per stage / MLP widths")
+    g.add_argument("--likelihood", choices=["bernoulli", "gaussian"])
+    g.add_argument("--beta", type=float, help="KL weight (β-VAE) or total-correlation weight (β-TCVAE)")
+    g = parser.add_argument_group("training")
+    g.add_argument("--steps", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--grad-clip", type=float, help="max gradient norm (0 disables clipping)")
+    g.add_argument("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision on CUDA (default on)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the training step (faster steps after a compile of tens of seconds)")
+    g.add_argument("--log-every", type=int)
+    g.add_argument("--sample-every", type=int)
+    g.add_argument("--checkpoint-every", type=int)
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="set any config field, e.g. --set model.fc_dim=128 --set train.betas=[0.5,0.999] "
+                             "(VALUE is JSON; plain words are strings)")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """--config (or, with --resume, the run's own config.json), then flags, then --set."""
+    saved = os.path.join(args.out, CONFIG_FILE)
+    if args.config:
+        cfg = RunConfig.load(args.config)
+    elif args.resume and os.path.isfile(saved):
+        cfg = RunConfig.load(saved)
+    elif args.model is None or args.dataset is None:
+        raise UserError("give --model and --dataset, or --config (see training/configs/)")
+    else:
+        cfg = RunConfig()
+    for flag, target in FLAG_FIELDS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            if flag == "grad_clip" and value <= 0:
+                value = None  # --grad-clip 0 switches clipping off
+            set_field(cfg, target, value)
+    for assignment in args.set:
+        target, sep, raw = assignment.partition("=")
+        if not sep:
+            raise UserError(f"--set {assignment!r}: expected SECTION.FIELD=VALUE")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        set_field(cfg, target.strip(), value)
+    return cfg
+
+
+def set_field(cfg: RunConfig, target: str, value) -> None:
+    sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+    section, _, name = target.partition(".")
+    if section not in sections or name not in {f.name for f in fields(sections[section])}:
+        raise UserError(f"unknown config field {target!r} (fields are data.*, model.*, train.* of training/config.py)")
+    setattr(getattr(cfg, section), name, value)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    result = train(cfg, args.out, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
+    print(f"trained {result.config.model.name} on {result.config.data.name} for {result.step} steps: {result.path}")
+    return 0
