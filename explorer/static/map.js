@@ -1,0 +1,167 @@
+// The latent map: the run's exported 2-D UMAP drawn with plotly.js (WebGL scatter) inside a gr.HTML
+// component. gr.Plot delivers no clicks in Gradio 6, so this draws the plot itself and sends clicks and
+// box/lasso selections back to Python as custom events:
+//   trigger('point_click',  {row})    row = index into the run's latent table (latents.npz)
+//   trigger('point_select', {rows})   rows of a box/lasso selection (empty list = selection cleared)
+//
+// Runs as the component's `js_on_load`; Gradio provides `element`, `props`, `trigger` and `watch`.
+//   props.value   = explorer.figures.map_payload(...): {run, x, y, index, dataset_index, color_kind, color,
+//                   legend, color_range, color_by}, or {message} when the run has no map.
+//   props.overlay = {marks: [{x, y, label, color, symbol}], path: [[x, y], ...], selected: {x, y}}: drawn on top
+//                   (clicked point, interpolation ends and path, your image, a selection).
+const plotDiv = element.querySelector('.vae-map-plot');
+const messageDiv = element.querySelector('.vae-map-message');
+let handlersBound = false;
+let cachedValue = null;   // the props.value the point traces below were built from
+let cachedTraces = [];    // reused while only the overlay changes, so plotly does not rebuild the GL buffers
+let plotlyWaits = 0;
+
+function showMessage(text) {
+  messageDiv.textContent = text || '';
+  messageDiv.style.display = text ? 'flex' : 'none';
+  plotDiv.style.visibility = text ? 'hidden' : 'visible';
+}
+
+function hoverTexts(v, labelOf) {
+  const n = v.x.length;
+  const out = new Array(n);
+  const ds = v.dataset_index || null;
+  const rows = v.index || null;
+  for (let i = 0; i < n; i++) {
+    const row = rows ? rows[i] : i;
+    let t = 'point ' + row + (ds ? ' · image ' + ds[i] : '');
+    if (labelOf) t += '<br>' + labelOf(i);
+    out[i] = t;
+  }
+  return out;
+}
+
+function pointTraces(v) {
+  const n = v.x.length;
+  const rows = v.index || Array.from({length: n}, (_, i) => i);
+  const size = n > 20000 ? 3 : n > 4000 ? 4 : 6;
+  const base = {type: 'scattergl', mode: 'markers', hoverinfo: 'text', hoverlabel: {namelength: 0}};
+  const colourName = v.color_by && v.color_by !== 'none' ? v.color_by : '';
+  if (v.color_kind === 'continuous' && v.color) {
+    const text = hoverTexts(v, (i) => colourName + ' = ' + Number(v.color[i]).toPrecision(3));
+    return [Object.assign({}, base, {
+      x: v.x, y: v.y, customdata: rows, text: text, name: colourName, showlegend: false,
+      marker: {size: size, color: v.color, colorscale: 'Viridis', opacity: 0.85,
+               cmin: v.color_range ? v.color_range[0] : undefined,
+               cmax: v.color_range ? v.color_range[1] : undefined,
+               colorbar: {title: {text: colourName, side: 'right'}, thickness: 12, len: 0.75, x: 1.0}},
+    })];
+  }
+  if ((v.color_kind === 'categorical' || v.color_kind === 'binary') && v.color && v.legend) {
+    // One trace per class: the legend names the classes and clicking a legend entry hides that class.
+    const traces = v.legend.map((entry) => ({x: [], y: [], rows: [], text: [], entry: entry}));
+    const byCode = new Map(v.legend.map((entry, k) => [entry.code, k]));
+    const text = hoverTexts(v, (i) => {
+      const k = byCode.get(v.color[i]);
+      return colourName + ' = ' + (k === undefined ? v.color[i] : v.legend[k].label);
+    });
+    for (let i = 0; i < n; i++) {
+      const k = byCode.get(v.color[i]);
+      if (k === undefined) continue;
+      const t = traces[k];
+      t.x.push(v.x[i]); t.y.push(v.y[i]); t.rows.push(rows[i]); t.text.push(text[i]);
+    }
+    return traces.map((t) => Object.assign({}, base, {
+      x: t.x, y: t.y, customdata: t.rows, text: t.text,
+      name: colourName + ' ' + t.entry.label + ' (' + t.entry.count + ')',
+      marker: {size: size, color: t.entry.color, opacity: 0.85}, showlegend: true,
+    }));
+  }
+  return [Object.assign({}, base, {
+    x: v.x, y: v.y, customdata: rows, text: hoverTexts(v, null), name: 'points', showlegend: false,
+    marker: {size: size, color: '#4e79a7', opacity: 0.75},
+  })];
+}
+
+// The page's text colour: dark on the light theme, light on the dark one (projectors, dark-mode laptops).
+function ink() {
+  return getComputedStyle(element).color || '#111';
+}
+
+function overlayTraces(o) {
+  const traces = [];
+  if (!o) return traces;
+  const colour = ink();
+  // Overlays keep full colour while a box/lasso selection dims the points.
+  const keep = {marker: {opacity: 1}};
+  const num = (a) => (a || []).map(Number);
+  if (o.selected && o.selected.x && o.selected.x.length) {
+    traces.push({type: 'scattergl', mode: 'markers', x: num(o.selected.x), y: num(o.selected.y),
+                 hoverinfo: 'skip', showlegend: false, name: 'selected', unselected: keep,
+                 marker: {size: 10, color: 'rgba(0,0,0,0)', line: {color: colour, width: 1.5}}});
+  }
+  if (o.path && o.path.length) {
+    traces.push({type: 'scattergl', mode: 'lines+markers', x: o.path.map((p) => Number(p[0])),
+                 y: o.path.map((p) => Number(p[1])), hoverinfo: 'skip', showlegend: false, name: 'path',
+                 line: {color: colour, width: 2}, marker: {size: 5, color: colour}, unselected: keep});
+  }
+  for (const m of (o.marks || [])) {
+    const c = m.color === '#111111' ? colour : (m.color || colour);
+    traces.push({type: 'scattergl', mode: 'markers+text', x: [Number(m.x)], y: [Number(m.y)], text: [m.label],
+                 textposition: m.textposition || 'top center', textfont: {size: 16, color: c},
+                 hoverinfo: 'skip', showlegend: false, name: 'mark ' + (m.name || m.label),
+                 marker: {size: 16, color: c, symbol: m.symbol || 'circle', line: {color: 'white', width: 2}},
+                 unselected: {marker: {opacity: 1}, textfont: {color: c}}});
+  }
+  return traces;
+}
+
+function bindHandlers() {
+  if (handlersBound) return;
+  handlersBound = true;
+  plotDiv.on('plotly_click', (ev) => {
+    const p = ev && ev.points && ev.points.find((q) => typeof q.customdata === 'number');
+    if (p) trigger('point_click', {row: p.customdata});
+  });
+  plotDiv.on('plotly_selected', (ev) => {
+    if (!ev) return;  // plotly sends undefined while a new selection starts
+    const rows = [];
+    for (const p of (ev.points || [])) {
+      if (typeof p.customdata === 'number') rows.push(p.customdata);
+    }
+    trigger('point_select', {rows: rows});
+  });
+  plotDiv.on('plotly_deselect', () => trigger('point_select', {rows: []}));
+}
+
+function render() {
+  if (typeof Plotly === 'undefined') {
+    // plotly.min.js comes through the component's `head` and is normally there before this runs.
+    if (plotlyWaits++ < 150) setTimeout(render, 100);
+    else showMessage('The map needs plotly.js, which did not load.');
+    return;
+  }
+  const v = props.value;
+  if (!v || !v.x || !v.x.length) {
+    cachedValue = null;
+    showMessage((v && v.message) || 'This run has no map.');
+    return;
+  }
+  showMessage('');
+  if (v !== cachedValue) {
+    cachedTraces = pointTraces(v);
+    cachedValue = v;
+  }
+  const layout = {
+    margin: {l: 4, r: 4, t: 4, b: 4}, dragmode: 'pan', hovermode: 'closest', clickmode: 'event',
+    xaxis: {visible: false}, yaxis: {visible: false},
+    legend: {orientation: 'h', x: 0, y: 0, xanchor: 'left', yanchor: 'bottom', bgcolor: 'rgba(0,0,0,0)',
+             font: {size: 13}},
+    paper_bgcolor: 'rgba(0,0,0,0)', plot_bgcolor: 'rgba(0,0,0,0)', font: {size: 13, color: ink()},
+    // Keep zoom/pan while colours or overlays change; reset when another run is shown.
+    uirevision: v.run || 'map',
+  };
+  const config = {responsive: true, displaylogo: false, scrollZoom: false, doubleClick: 'reset',
+                  modeBarButtonsToRemove: ['toImage', 'sendDataToCloud', 'autoScale2d', 'toggleSpikelines',
+                                           'hoverClosestCartesian', 'hoverCompareCartesian', 'resetViews']};
+  Plotly.react(plotDiv, cachedTraces.concat(overlayTraces(props.overlay)), layout, config).then(bindHandlers);
+}
+
+watch('value', render);
+watch('overlay', render);
+render();

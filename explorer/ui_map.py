@@ -1,0 +1,125 @@
+"""The latent map component: a gr.HTML that draws the exported UMAP with plotly.js and reports clicks.
+
+gr.Plot has only a `change` event in Gradio 6 (no clicks, no lasso), so the map is a gr.HTML whose
+`js_on_load` (static/map.js) draws a WebGL scatter itself and sends `point_click` / `point_select`
+events back to Python. plotly.min.js is served from the installed plotly package, never from a CDN:
+`static_paths()` lists exactly the files the app serves besides Gradio's own.
+
+The component's value is `figures.map_payload(...)` (the points, sent when the run or the colouring
+changes); a separate `overlay` prop carries the few marks drawn on top (clicked point, interpolation
+ends and path, your image, a selection), so moving a mark does not resend 10,000 points.
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Iterable, Optional
+
+import gradio as gr
+import numpy as np
+
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+
+# Mark colours on the map (kept apart from the categorical palette of the points).
+MARK_STYLE = {
+    "point": {"label": "", "color": "#111111", "symbol": "circle-open", "textposition": "top center"},
+    "A": {"label": "A", "color": "#d62728", "symbol": "circle", "textposition": "top left"},
+    "B": {"label": "B", "color": "#1f77b4", "symbol": "circle", "textposition": "top right"},
+    "t": {"label": "t", "color": "#ff7f0e", "symbol": "diamond", "textposition": "top center"},
+    "input": {"label": "★", "color": "#2ca02c", "symbol": "star", "textposition": "bottom center"},
+    "you": {"label": "you", "color": "#9467bd", "symbol": "square", "textposition": "bottom right"},
+}
+
+MAP_TEMPLATE = (
+    '<div class="vae-map">'
+    '<div class="vae-map-plot"></div>'
+    '<div class="vae-map-message"></div>'
+    "</div>"
+)
+
+MAP_CSS = """
+.vae-map { position: relative; width: 100%; }
+.vae-map-plot { width: 100%; height: 520px; }
+.vae-map-message { position: absolute; inset: 0; display: none; align-items: center; justify-content: center;
+  text-align: center; padding: 2em; color: var(--body-text-color-subdued); font-size: 1.05em; }
+"""
+
+
+def plotly_js_path() -> str:
+    """plotly.min.js inside the installed plotly package (about 4 MB; served locally, never from a CDN)."""
+    import plotly
+
+    path = os.path.join(os.path.dirname(os.path.abspath(plotly.__file__)), "package_data", "plotly.min.js")
+    if not os.path.isfile(path):
+        raise RuntimeError(f"plotly.min.js not found at {path}; reinstall plotly")
+    return path
+
+
+def static_paths() -> list[str]:
+    """Files the app serves besides Gradio's own: plotly.min.js (one file, not plotly's whole package
+    folder) and this package's static folder."""
+    return [plotly_js_path(), STATIC_DIR]
+
+
+@lru_cache(maxsize=None)
+def _read_static(name: str) -> str:
+    with open(os.path.join(STATIC_DIR, name), encoding="utf-8") as f:
+        return f.read()
+
+
+def map_component(value: Optional[dict] = None, **kwargs) -> gr.HTML:
+    """The map. Events: `.point_click` (evt.row) and `.point_select` (evt.rows)."""
+    # A relative URL so the app also works behind a proxy under a sub-path (and on Spaces).
+    head = f'<script src="gradio_api/file={plotly_js_path()}"></script>'
+    return gr.HTML(
+        value=value or {"message": "No run loaded."},
+        html_template=MAP_TEMPLATE,
+        css_template=MAP_CSS,
+        js_on_load=_read_static("map.js"),
+        head=head,
+        overlay=empty_overlay(),
+        **kwargs,
+    )
+
+
+def empty_overlay() -> dict:
+    return {"marks": [], "path": [], "selected": {"x": [], "y": []}}
+
+
+def overlay(marks: Optional[dict] = None, path: Optional[np.ndarray] = None,
+            selected: Optional[np.ndarray] = None) -> dict:
+    """The overlay prop: marks {name: (x, y)} (names from MARK_STYLE), a path (n, 2), selected points (m, 2).
+
+    Plain Python floats only: NumPy scalars would reach the browser as strings.
+    """
+    out = empty_overlay()
+    for name, xy in (marks or {}).items():
+        if xy is None:
+            continue
+        style = MARK_STYLE.get(name, {"label": name, "color": "#111111", "symbol": "circle"})
+        out["marks"].append({"name": name, "x": float(xy[0]), "y": float(xy[1]), **style})
+    if path is not None and len(path):
+        out["path"] = [[round(float(x), 4), round(float(y), 4)] for x, y in np.asarray(path)]
+    if selected is not None and len(selected):
+        sel = np.asarray(selected, dtype=np.float64)
+        out["selected"] = {"x": np.round(sel[:, 0], 4).tolist(), "y": np.round(sel[:, 1], 4).tolist()}
+    return out
+
+
+def overlay_update(ov: dict) -> gr.HTML:
+    """A component update that changes only the overlay prop (the points stay in the browser)."""
+    return gr.HTML(overlay=ov)
+
+
+def message_value(text: str) -> dict:
+    return {"message": text}
+
+
+def rows_from_event(rows: Iterable) -> list[int]:
+    """Selection rows sent by the browser, checked to be plain integers (the browser is not trusted)."""
+    out = []
+    for r in rows or []:
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or r != int(r):
+            continue
+        out.append(int(r))
+    return out
