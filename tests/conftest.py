@@ -11,3 +11,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data"))
+
+# One intra-op thread per test process: the app's server threads, the test client and torch would
+# otherwise oversubscribe 2 cores (measured here: tiny training steps 6-25x slower with 2 threads).
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
