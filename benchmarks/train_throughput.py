@@ -39,14 +39,15 @@ DEFAULT_BASELINE = os.path.join(REPO_ROOT, "..", "shared", "bench", "seed_baseli
 DEFAULT_DATA_DIR = os.path.join(REPO_ROOT, "..", "shared", "data")
 
 
-def seed_run_config(steps: int, batch: int, data_dir: str, device: str, channels_last: bool) -> RunConfig:
+def seed_run_config(steps: int, batch: int, data_dir: str, device: str, channels_last: bool,
+                    compile: bool = False) -> RunConfig:
     """The seed notebook's model and optimiser, expressed as a project RunConfig."""
     return RunConfig(
         data=DataConfig(name="mnist", data_dir=data_dir, image_size=32, options={"download": False}),
         model=ModelConfig(name="vae", image_size=32, channels=1, latent_dim=200, hidden=[16, 32, 64, 128],
                           kernel_size=3, batch_norm=True, activation="leaky_relu", fc_dim=0, likelihood="gaussian"),
         train=TrainConfig(steps=steps, batch_size=batch, lr=1e-3, betas=[0.5, 0.999], device=device,
-                          channels_last=channels_last, seed=0))
+                          channels_last=channels_last, compile=compile, seed=0))
 
 
 def run_baseline(path: str, steps: int, warmup: int, batch: int, threads: Optional[int]) -> dict:
@@ -106,6 +107,8 @@ def main() -> None:
     ap.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="folder with MNIST/raw/ (the torchvision layout)")
     ap.add_argument("--device", default="cpu", help="device of the project's trainer (the baseline runs on the CPU)")
     ap.add_argument("--no-channels-last", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="train with train.compile (torch.compile); the "
+                    "compile happens in the warm-up steps and is not timed")
     ap.add_argument("--threads", type=int, help="torch threads for both (default: torch's default, the core count)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="alternate baseline and trainer this many times (on a busy machine: compare the pairs)")
@@ -115,7 +118,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     def make_cfg() -> RunConfig:
-        return seed_run_config(args.steps, args.batch, args.data_dir, args.device, not args.no_channels_last)
+        return seed_run_config(args.steps, args.batch, args.data_dir, args.device, not args.no_channels_last,
+                               args.compile)
 
     rounds = []
     for _ in range(args.rounds):
@@ -129,7 +133,7 @@ def main() -> None:
                        "step_ratio": round(step / baseline, 2) if baseline else None})
     result = dict(rounds[len(rounds) // 2] if len(rounds) == 1 else median_round(rounds))
     result.update({"steps": args.steps, "warmup": args.warmup, "batch": args.batch, "device": args.device,
-                   "channels_last": not args.no_channels_last, "threads": torch.get_num_threads(),
+                   "channels_last": not args.no_channels_last, "compile": args.compile, "threads": torch.get_num_threads(),
                    "torch": torch.__version__})
     if len(rounds) > 1:
         result["rounds"] = rounds

@@ -7,6 +7,7 @@ so that the explorer can refuse a folder written by an incompatible version.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -98,6 +99,9 @@ class TrainConfig:
     checkpoint_every: int = 500
     # Sample/reconstruction grid size.
     grid_n: int = 64
+    # torch.compile the training step (model.loss): faster steps after a compile of tens of seconds;
+    # needs a working C++ compiler (CPU) or Triton (CUDA).
+    compile: bool = False
 
 
 @dataclass
@@ -154,11 +158,18 @@ def _build(kind, values: Any, where: str):
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write, fsync, then rename: a reader sees the old file or the new one, never a torn one."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        # Disk full, read-only folder, no permission: the old file (if any) stays as it was and no
+        # torn temp file is left next to it.
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def atomic_write_text(path: str, text: str) -> None:

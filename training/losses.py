@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -88,9 +88,12 @@ def log_density_gaussian(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
     return -0.5 * (LOG_2PI + logvar + (x - mu).pow(2) * torch.exp(-logvar))
 
 
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """z = μ + σ·ε, ε ~ N(0, I)."""
-    return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """z = μ + σ·ε, ε ~ N(0, I) (drawn here unless given: data-parallel training supplies its shard of the
+    global batch's noise, see training/distributed.py)."""
+    if eps is None:
+        eps = torch.randn_like(mu)
+    return mu + eps * torch.exp(0.5 * logvar)
 
 
 # ---- β-TCVAE decomposition (Chen et al. 2018) ---------------------------------------------------------------

@@ -25,6 +25,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from . import distributed
 from .config import FORMAT_VERSION, DataConfig, ModelConfig, RunConfig, TrainConfig, atomic_write_bytes
 from .errors import UserError
 from .runfolder import (CHECKPOINT_FILE, CONFIG_FILE, DONE_FILE, METRICS_LOG_FILE, WEIGHTS_FILE, Run,
@@ -39,27 +40,39 @@ BATCH_SEED_OFFSET = 7919
 # ==== the training run ============================================================================
 def train(cfg: RunConfig, out_dir: str, resume: bool = False, progress: bool = True,
           overwrite: bool = False) -> Run:
-    """Train `cfg` into `out_dir` (or continue the run there with resume=True); returns the finished Run."""
+    """Train `cfg` into `out_dir` (or continue the run there with resume=True); returns the finished Run.
+
+    Under torchrun every process calls this and trains its shard of each batch (training/distributed.py).
+    """
+    with distributed.process_group(resolve_device(cfg.train.device)) as ranks:
+        return train_ranks(ranks, cfg, out_dir, resume, progress, overwrite)
+
+
+def train_ranks(ranks: distributed.Ranks, cfg: RunConfig, out_dir: str, resume: bool, progress: bool,
+                overwrite: bool) -> Run:
     cfg = copy.deepcopy(cfg)  # the dataset fills in image size, channels and dataset_size below
     validate_train_config(cfg.train)
+    distributed.check_batch_size(cfg.train.batch_size, ranks.world_size)
     check_out_dir(out_dir, resume, overwrite)
-    device = resolve_device(cfg.train.device)
+    device = ranks.device  # resolved by train(); cuda:LOCAL_RANK under torchrun
 
     # Build everything before writing anything: bad names and missing data fail here.
-    dataset = load_training_dataset(cfg)
+    dataset = distributed.local_main_first(ranks, lambda: load_training_dataset(cfg))
     model = build_seeded_model(cfg, device)
     optimizer = make_optimizer(model, cfg.train)
     amp = Amp(device, cfg.train.amp)
     batches = BatchSampler(dataset, cfg.train.batch_size, cfg.train.seed, device,
-                           channels_last=cfg.train.channels_last and has_convs(model))
+                           channels_last=cfg.train.channels_last and has_convs(model), ranks=ranks)
     step, elapsed = 0, 0.0
     if resume:
         checkpoint = load_checkpoint(os.path.join(out_dir, CHECKPOINT_FILE))
         check_resume_compatible(cfg, checkpoint, out_dir)
         step, elapsed = restore_checkpoint(checkpoint, model, optimizer, amp, batches, cfg.train, out_dir)
         del checkpoint
+    training_model = distributed.wrap_model(model, ranks)  # DDP under torchrun, else the model itself
 
-    open_run_folder(out_dir, cfg, resume, step)
+    if ranks.is_main:  # rank 0 alone writes files
+        open_run_folder(out_dir, cfg, resume, step)
     last_checkpoint = step if resume else None
     t = cfg.train
     # A host sync per step costs nothing on the CPU but stalls an accelerator: there, losses are
@@ -69,10 +82,10 @@ def train(cfg: RunConfig, out_dir: str, resume: bool = False, progress: bool = T
     clock = Clock(elapsed, step)
 
     model.train()
-    with progress_bar(progress, step, t.steps, out_dir) as bar:
+    with progress_bar(progress and ranks.is_main, step, t.steps, out_dir) as bar:
         while step < t.steps:
             try:
-                out = train_step(model, optimizer, amp, batches.next(), step, t.grad_clip)
+                out = train_step(training_model, optimizer, amp, batches.next(), step, t.grad_clip)
             except RuntimeError as e:
                 raise_if_overflow(e, step + 1, pending, last_checkpoint)
                 raise
@@ -86,29 +99,36 @@ def train(cfg: RunConfig, out_dir: str, resume: bool = False, progress: bool = T
             if check_every_step or is_log or is_sample or is_checkpoint:
                 raise_if_nonfinite(pending, last_checkpoint)
                 pending.clear()
-            if is_log:
+            if is_log and ranks.is_main:
                 record = metrics_record(step, out, clock.images_per_s(step, t.batch_size), clock.seconds())
                 append_metrics(out_dir, record)
                 bar.set_postfix({k: f"{record[k]:.4g}" for k in ("loss", "recon", "kl") if k in record},
                                 refresh=False)
             with clock.paused():  # file writes do not count against training throughput
-                if is_sample:
+                if is_sample and ranks.is_main:
                     save_grids(model, dataset, cfg, out_dir, step, device)
                 if is_checkpoint:
                     raise_if_weights_nonfinite(model, step, last_checkpoint)
-                    save_run_state(out_dir, step, model, optimizer, amp, batches, cfg, clock.seconds())
+                    if ranks.is_main:
+                        save_run_state(out_dir, step, model, optimizer, amp, batches, cfg, clock.seconds())
                     last_checkpoint = step
 
-    write_text(os.path.join(out_dir, DONE_FILE), f"{step}\n")
+    if ranks.is_main:
+        write_text(os.path.join(out_dir, DONE_FILE), f"{step}\n")
+    ranks.barrier()  # every rank returns once the run folder is complete
     model.__dict__.pop("loss", None)  # drop the compiled loss: the Run gets the plain model
     model.to(memory_format=torch.contiguous_format).eval()
     return Run(path=out_dir, config=cfg, model=model, step=step)
 
 
 def train_step(model, optimizer, amp: "Amp", x: torch.Tensor, step: int, grad_clip: Optional[float]):
-    """One optimiser step on batch x; returns the model's LossOutput. No host sync in here."""
+    """One optimiser step on batch x; returns the model's LossOutput. No host sync in here.
+
+    model(x, step) is the loss (every model's forward); under torchrun, model is the DDP wrapper, x this
+    rank's shard, and the returned loss and terms are those of the global batch.
+    """
     with amp.autocast():
-        out = model.loss(x, step)
+        out = model(x, step)
     amp.scaler.scale(out.loss).backward()
     if grad_clip:
         amp.scaler.unscale_(optimizer)
@@ -116,7 +136,7 @@ def train_step(model, optimizer, amp: "Amp", x: torch.Tensor, step: int, grad_cl
     amp.scaler.step(optimizer)
     amp.scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    return out
+    return distributed.mean_over_ranks(out)
 
 
 # ==== building blocks ===============================================================================
@@ -241,11 +261,14 @@ class BatchSampler:
     """Random index batches from the training split, drawn by a seeded generator (saved in checkpoints).
 
     Images come as whole batches from `dataset.get_float` (in-memory uint8 -> float, or rendered):
-    no DataLoader and no per-sample work.
+    no DataLoader and no per-sample work. Under torchrun every rank draws the same global batch and
+    loads only its rank-strided share, so the generator's state does not depend on the number of ranks.
     """
 
-    def __init__(self, dataset, batch_size: int, seed: int, device: torch.device, channels_last: bool):
+    def __init__(self, dataset, batch_size: int, seed: int, device: torch.device, channels_last: bool,
+                 ranks: distributed.Ranks = distributed.SINGLE):
         self.dataset = dataset
+        self.ranks = ranks
         self.batch_size = batch_size
         self.train_indices = np.asarray(dataset.train_indices, dtype=np.int64)
         self.generator = torch.Generator().manual_seed(seed + BATCH_SEED_OFFSET)
@@ -254,7 +277,7 @@ class BatchSampler:
 
     def next(self) -> torch.Tensor:
         picks = torch.randint(len(self.train_indices), (self.batch_size,), generator=self.generator)
-        images, _ = self.dataset.get_float(self.train_indices[picks.numpy()])
+        images, _ = self.dataset.get_float(self.train_indices[self.ranks.shard(picks).numpy()])
         return images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
 
 
@@ -343,7 +366,12 @@ def _is_scalar(v) -> bool:
 # ==== run folder: logs, grids, checkpoints ===========================================================
 def open_run_folder(out_dir: str, cfg: RunConfig, resume: bool, step: int) -> None:
     """Model and data are built: now create the folder, clear what is stale and write config.json."""
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {out_dir}: {e.strerror or e}") from None
+    if not os.access(out_dir, os.W_OK):
+        raise UserError(f"cannot write to {out_dir}: the folder is read-only")
     if resume:
         remove_stale_temp_files(out_dir)
         truncate_metrics_log(os.path.join(out_dir, METRICS_LOG_FILE), step)
@@ -384,8 +412,12 @@ def metrics_record(step: int, out, images_per_s: float, seconds: float) -> dict:
 
 
 def append_metrics(out_dir: str, record: dict) -> None:
-    with open(os.path.join(out_dir, METRICS_LOG_FILE), "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    path = os.path.join(out_dir, METRICS_LOG_FILE)
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 @torch.no_grad()
@@ -456,6 +488,7 @@ def capture_rng(batch_generator: torch.Generator, device: torch.device) -> dict:
                   "has_gauss": int(np_has_gauss), "cached_gaussian": float(np_cached)},
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+        "cuda_device": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         "mps": torch.mps.get_rng_state() if device.type == "mps" else None,
         "batches": batch_generator.get_state(),
     }
@@ -468,7 +501,11 @@ def restore_rng(rng: dict, batch_generator: torch.Generator, device: torch.devic
     np.random.set_state((np_state["name"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
                          np_state["has_gauss"], np_state["cached_gaussian"]))
     torch.set_rng_state(rng["torch"])
-    if device.type == "cuda" and rng.get("cuda"):
+    if device.type == "cuda" and rng.get("cuda_device") is not None:
+        # The training device's own stream: right whatever number of GPUs the resumed run sees; under
+        # torchrun every rank continues rank 0's stream (all ranks draw alike, see distributed.py).
+        torch.cuda.set_rng_state(rng["cuda_device"], device)
+    elif device.type == "cuda" and rng.get("cuda"):
         torch.cuda.set_rng_state_all(rng["cuda"])
     if device.type == "mps" and rng.get("mps") is not None:
         torch.mps.set_rng_state(rng["mps"])
@@ -603,5 +640,6 @@ def set_field(cfg: RunConfig, target: str, value) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     result = train(cfg, args.out, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
-    print(f"trained {result.config.model.name} on {result.config.data.name} for {result.step} steps: {result.path}")
+    if distributed.launch_env()[0] == 0:  # under torchrun, rank 0 speaks for all
+        print(f"trained {result.config.model.name} on {result.config.data.name} for {result.step} steps: {result.path}")
     return 0

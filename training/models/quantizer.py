@@ -14,20 +14,18 @@ whose EMA cluster size falls below a threshold are restarted from encoder output
 (`_restart_dead_codes`). A fresh quantiser has empty statistics, so its first training
 step restarts every unused code from the batch: a data-dependent initialisation.
 
-The codebook and its statistics are buffers (saved in the state_dict). Under
-torch.distributed, `reduce_stats` all-reduces the per-batch statistics so that every rank
-applies the same EMA update, and restarts take their vectors from rank 0.
+The codebook and its statistics are buffers (saved in the state_dict). Under data-parallel
+training (training/distributed.py), `reduce_stats` sums the per-batch statistics over ranks, so
+that every rank applies the EMA update of the global batch, and restarts take their vectors from
+rows of the global batch that every rank picks alike: N processes keep the codebook one would.
 """
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-
-def distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
+from ..distributed import all_reduce_sum_, random_global_rows
 
 
 class VectorQuantizer(nn.Module):
@@ -81,16 +79,13 @@ class VectorQuantizer(nn.Module):
             if self.training:
                 with torch.no_grad():
                     self._ema_update(flat.detach(), flat_indices)
-                    self._restart_dead_codes(flat.detach())
+                    self._restart_dead_codes(flat.detach(), batch)
             quantized = z + (quantized - z).detach()
         return quantized, flat_indices.view(batch, *z.shape[2:]), loss
 
     def reduce_stats(self, counts: torch.Tensor, sums: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-batch statistics -> global ones: sum over ranks under torch.distributed, else identity."""
-        if distributed():
-            dist.all_reduce(counts)
-            dist.all_reduce(sums)
-        return counts, sums
+        """Per-batch statistics -> global ones: sum over ranks under data-parallel training, else identity."""
+        return all_reduce_sum_(counts), all_reduce_sum_(sums)
 
     def _ema_update(self, flat: torch.Tensor, indices: torch.Tensor) -> None:
         """One EMA step with Laplace smoothing (Sonnet's VectorQuantizerEMA formulation):
@@ -112,16 +107,14 @@ class VectorQuantizer(nn.Module):
         updated = self.embed_sum / smoothed.unsqueeze(1)
         self.codebook.copy_(torch.where((self.cluster_size > 0).unsqueeze(1), updated, self.codebook))
 
-    def _restart_dead_codes(self, flat: torch.Tensor) -> None:
+    def _restart_dead_codes(self, flat: torch.Tensor, batch: int) -> None:
         """Move every code whose EMA cluster size is below the threshold onto a random encoder output.
 
         Branch-free (no host sync): candidates are drawn for all codes and kept only where dead.
-        Under torch.distributed the candidates come from rank 0, so the codebooks stay identical.
+        Under data-parallel training the candidates are rows of the global batch, the same on every rank.
         """
         dead = (self.cluster_size < self.dead_code_threshold).unsqueeze(1)
-        candidates = flat[torch.randint(0, flat.shape[0], (self.num_codes,), device=flat.device)]
-        if distributed():
-            dist.broadcast(candidates, src=0)
+        candidates = random_global_rows(flat, batch, self.num_codes)
         self.codebook.copy_(torch.where(dead, candidates, self.codebook))
         self.embed_sum.copy_(torch.where(dead, candidates * self.restart_size, self.embed_sum))
         self.cluster_size.copy_(torch.where(dead.squeeze(1), torch.full_like(self.cluster_size, self.restart_size),

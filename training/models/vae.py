@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from ..distributed import gather_batch, global_mean, noise_like
 from ..losses import OBJECTIVES, kl_divergence, reconstruction_nll, reparameterize
 from .base import Encoding, LatentModel, LossOutput
 from .nets import build_decoder, build_encoder
@@ -43,10 +44,15 @@ class VAE(LatentModel):
 
     def loss(self, x: torch.Tensor, step: int = 0) -> LossOutput:
         enc = self.encode(x)
-        z = reparameterize(enc.mean, enc.logvar)
+        z = reparameterize(enc.mean, enc.logvar, noise_like(enc.mean))
         recon = reconstruction_nll(self.decode(z), x, self.config)
         kl = kl_divergence(enc.mean, enc.logvar)
-        loss, extra = self.objective(recon, kl, enc.mean, enc.logvar, z, self.config, step)
+        # Under data-parallel training x is this process's shard of the batch: the objective sees the
+        # whole batch (β-TCVAE's estimate of log q(z) and the annealed |KL − C| are not per-image means).
+        # Both helpers are no-ops in a single process (training/distributed.py).
+        recon, kl = global_mean(recon, kl)
+        mean, logvar, z = gather_batch(enc.mean, enc.logvar, z)
+        loss, extra = self.objective(recon, kl, mean, logvar, z, self.config, step)
         terms = {"recon": recon.detach(), "kl": kl.detach(), **extra}
         return LossOutput(loss=loss, terms=terms)
 
