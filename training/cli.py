@@ -7,6 +7,7 @@ A `UserError` becomes `error: <message>` on stderr and exit code 2, with no trac
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -54,6 +55,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_USER_ERROR)
 
 
+WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
 def _dispatch(argv: list) -> int:
     top = top_parser()
     if not argv or argv[0] in ("-h", "--help"):
@@ -76,6 +80,14 @@ def _dispatch(argv: list) -> int:
         return int(module.run(args) or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as e:
+        # A write the command did not wrap itself (disk full, read-only or foreign folder): still one
+        # line. Other OSErrors are bugs or broken installs: show them.
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        where = f" {e.filename}" if e.filename else ""
+        print(f"error: cannot write{where}: {e.strerror or e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"\n{interrupted_message(command, getattr(args, 'out', None))}", file=sys.stderr)

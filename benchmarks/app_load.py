@@ -1,0 +1,241 @@
+"""A classroom at once: 30 gradio_client users on one app for a bounded time.
+
+    python benchmarks/app_load.py                    # builds two tiny runs, 30 users, 60 s
+    python benchmarks/app_load.py --users 10 --seconds 20
+    python benchmarks/app_load.py --runs assets      # existing runs instead
+
+Starts `python app.py --runs DIR` as a subprocess (as users start it; torch threads as app.py sets them,
+VAE_EXPLORER_THREADS to override) and runs N users, each a gradio_client Client with its own browser
+session, in threads. Each user, in a loop until the time is up: picks a run, clicks points, uploads its own
+image and reconstructs it (it becomes that session's point -1), drags the interpolation slider from its own
+image to a point, drags the attribute-strength and live-dimension sliders, and samples a grid.
+
+Reported (one JSON object): requests served, errors (target 0) with the first messages, p50 / p95 / max
+latency per endpoint (client-side: request, queue, decode, image download), the load average, and state
+isolation: every user checks that t = 0 of its interpolation decodes *its own* image (each user uploads a
+different one), and that the reconstruction it gets back is of its own upload; any mismatch is a user
+receiving another user's state (target 0).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "tests"))
+
+SLIDER_ENDPOINTS = ("/interpolate_frame", "/attribute_edit", "/live_traversal")
+TARGET_SLIDER_P95_S = 1.0
+
+
+# ---- set-up -------------------------------------------------------------------------------------------------
+def build_runs(root: str) -> list:
+    """Two runs to pick from: a tiny real run (smileys 32 px VAE, trained and exported) and a copy of it."""
+    import helpers_hostile as hh
+
+    hh.build_good_run(os.path.join(root, "smileys-a"))
+    shutil.copytree(os.path.join(root, "smileys-a"), os.path.join(root, "smileys-b"))
+    return ["smileys-a", "smileys-b"]
+
+
+def user_image(user: int, folder: str) -> str:
+    """A picture only this user uploads: a coloured square at a user-specific place on noise."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1000 + user)
+    a = rng.integers(0, 80, (48, 48, 3), dtype=np.uint8)
+    x, y = rng.integers(0, 24, 2)
+    a[y:y + 24, x:x + 24] = rng.integers(100, 256, 3, dtype=np.uint8)
+    path = os.path.join(folder, f"user-{user}.png")
+    Image.fromarray(a).save(path)
+    return path
+
+
+def pixels(result):
+    import numpy as np
+    from PIL import Image
+
+    path = result["value"] if isinstance(result, dict) and "value" in result else result
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB")).astype(int)
+
+
+def same_picture(a, b, tol: int = 2) -> bool:
+    return a.shape == b.shape and int(abs(a - b).max()) <= tol
+
+
+# ---- one user ---------------------------------------------------------------------------------------------------
+class Stats:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.latency = defaultdict(list)
+        self.errors = []
+        self.violations = []
+
+    def timed(self, client, endpoint: str, *args):
+        start = time.perf_counter()
+        try:
+            out = client.predict(*args, api_name=endpoint)
+        except Exception as e:
+            with self.lock:
+                self.errors.append(f"{endpoint}: {' '.join(str(e).split())[:200]}")
+            raise
+        with self.lock:
+            self.latency[endpoint].append(time.perf_counter() - start)
+        return out
+
+
+def user_loop(user: int, url: str, runs: list, image: str, deadline: dict, stats: Stats,
+              start_barrier: threading.Barrier) -> None:
+    from gradio_client import Client, handle_file
+
+    rng = random.Random(user)
+    client = Client(url, verbose=False)
+    start_barrier.wait()
+    while time.perf_counter() < deadline["t"]:
+        try:
+            run = rng.choice(runs)
+            n_points = stats.timed(client, "/select_run", run)[1]["value"]["n"]
+            for _ in range(2):  # clicks on the map
+                stats.timed(client, "/point", run, rng.randrange(n_points))
+            # Own image -> this session's point -1.
+            _, recon, _, info, *_ = stats.timed(client, "/reconstruct", run, "upload", 0, handle_file(image), None,
+                                                0.0, "none")
+            own = pixels(recon)
+            # Drag the interpolation slider from the own image to a point; t = 0 must be the own image.
+            b = rng.randrange(n_points)
+            for t in (0.0, 0.25, 0.5, 0.75, 1.0):
+                frame = stats.timed(client, "/interpolate_frame", run, -1, b, "slerp", t)
+                if t == 0.0 and not same_picture(pixels(frame), own):
+                    with stats.lock:
+                        stats.violations.append(f"user {user}: t=0 is not its own image")
+            # Attribute strength and live dimension sliders on the own image.
+            for strength in (-2.0, 0.0, 2.0):
+                edited = stats.timed(client, "/attribute_edit", run, "smile", False, -1, strength)
+                if strength == 0.0 and not same_picture(pixels(edited), own):
+                    with stats.lock:
+                        stats.violations.append(f"user {user}: strength 0 is not its own image")
+            for v in (-2.0, 0.0, 2.0):
+                stats.timed(client, "/live_traversal", run, -1, v, 0, 0, 0, 0, 0)
+            stats.timed(client, "/sample", run, 16, user, 1.0)
+        except Exception:
+            time.sleep(0.2)  # recorded in stats.errors; go on like a user clicking again
+
+
+# ---- the whole load -----------------------------------------------------------------------------------------------
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def pct(samples: list, p: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, max(0, int(round(p / 100 * (len(s) - 1)))))]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--users", type=int, default=30)
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--runs", help="folder of existing runs (default: build two tiny runs)")
+    args = p.parse_args(argv)
+
+    import helpers_hostile as hh
+    from helpers_app import free_port, wait_for_http
+
+    work = tempfile.mkdtemp(prefix="vae-explorer-load-")
+    try:
+        if args.runs:
+            runs_root = os.path.abspath(args.runs)
+            from explorer.runs import RunRegistry
+            runs = RunRegistry([runs_root]).ok_names()
+        else:
+            runs_root = os.path.join(work, "runs")
+            runs = build_runs(runs_root)
+        images = os.path.join(work, "images")
+        os.makedirs(images)
+        port = free_port()
+        app = hh.start_app(runs_root, port, os.path.join(work, "sandbox"))
+        try:
+            url = f"http://127.0.0.1:{port}/"
+            cold_start = wait_for_http(url, timeout=180)
+            stats = Stats()
+            barrier = threading.Barrier(args.users + 1)
+            deadline_box = {}
+            threads = []
+            load_before = os.getloadavg()
+            for user in range(args.users):
+                image = user_image(user, images)
+                th = threading.Thread(target=lambda u=user, im=image: user_loop(
+                    u, url, runs, im, deadline_box, stats, barrier), daemon=True)
+                threads.append(th)
+            # Clients connect first (each fetches the app's config), then all start at once.
+            deadline_box["t"] = float("inf")
+            for th in threads:
+                th.start()
+            barrier.wait()  # users run until the deadline set right below (inf until then)
+            app_cpu_before, clients_cpu_before = process_cpu_s(app.pid), time.process_time()
+            began = time.perf_counter()
+            deadline_box["t"] = began + args.seconds
+            for th in threads:
+                th.join(timeout=args.seconds + 120)
+            wall = time.perf_counter() - began
+            app_cpu = process_cpu_s(app.pid) - app_cpu_before
+            clients_cpu = time.process_time() - clients_cpu_before
+            load_after = os.getloadavg()
+            alive = app.poll() is None
+        finally:
+            app.terminate()
+            try:
+                app.wait(timeout=20)
+            except Exception:
+                app.kill()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    per_endpoint = {
+        name: {"n": len(s), "p50_ms": round(1000 * statistics.median(s), 1), "p95_ms": round(1000 * pct(s, 95), 1),
+               "max_ms": round(1000 * max(s), 1)}
+        for name, s in sorted(stats.latency.items())}
+    served = sum(len(s) for s in stats.latency.values())
+    slider_p95 = max((pct(stats.latency[e], 95) for e in SLIDER_ENDPOINTS if stats.latency.get(e)), default=None)
+    report = {
+        "users": args.users, "seconds": round(wall, 1), "cold_start_s": round(cold_start, 1),
+        "requests_served": served, "requests_per_s": round(served / wall, 1),
+        "errors": len(stats.errors), "first_errors": stats.errors[:5],
+        "state_violations": len(stats.violations), "first_violations": stats.violations[:5],
+        "server_alive_after": alive,
+        "latency": per_endpoint,
+        "slider_decode_p95_ms": round(1000 * slider_p95, 1) if slider_p95 is not None else None,
+        "slider_target_p95_ms": 1000 * TARGET_SLIDER_P95_S,
+        # Where the 2 cores went: the app process vs the 30 simulated users (same machine).
+        "app_cpu_s": round(app_cpu, 1), "clients_cpu_s": round(clients_cpu, 1),
+        "app_cpu_ms_per_request": round(1000 * app_cpu / max(served, 1), 1),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in load_after],
+        "cpu_cores": os.cpu_count(),
+        "torch_threads_env": os.environ.get("VAE_EXPLORER_THREADS", "app default"),
+    }
+    print(json.dumps(report, indent=2))
+    return 0 if report["errors"] == 0 and report["state_violations"] == 0 and alive else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
