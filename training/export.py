@@ -236,7 +236,10 @@ def latents_arrays(points: EncodedPoints, xy: np.ndarray, label_names: list, lab
     arrays = {
         "index": points.index.astype(np.int64),
         "split": points.split.astype(np.int8),
-        "mu": points.mu.astype(np.float32),
+        # VQ-VAE "means" are whole pre-quantised grids (D = grid cells × code dim, 784 on MNIST): stored
+        # in float16 they halve the file (a Space refuses files over 10 MB) and lose nothing the map or
+        # the explorer's interpolations can show; the loader widens them to float32.
+        "mu": points.mu.astype(np.float16 if points.codes is not None else np.float32),
         "logvar": logvar.astype(np.float32),
         "label_names": np.array(list(label_names), dtype=np.str_).reshape(-1),
         "label_kinds": np.array(list(label_kinds), dtype=np.str_).reshape(-1),
