@@ -281,3 +281,22 @@ def test_dsprites_vae_and_btcvae_side_by_side(tmp_path):
         assert dis["settings"]["factor_names"] == ["shape", "scale", "orientation", "posX", "posY"]
         assert metrics["iw_nll"] < -metrics["elbo"]
     print(f"dSprites VAE vs β-TCVAE: trained and evaluated in {time.time() - started:.0f} s")
+
+
+def test_metrics_subset_computes_only_those_and_says_which_were_skipped(tmp_path):
+    from training.evaluate import evaluate_run
+
+    path = copy_run("vae-dsprites", str(tmp_path / "run"))
+    result = evaluate_run(path, k=0, n_test=20, metric_scale=0.01, metrics="mig,factorvae", write=False)
+    dis = result["disentanglement"]
+    assert 0.0 <= dis["mig"] <= 1.0 and 0.0 <= dis["factorvae"] <= 1.0
+    assert dis["dci"] is None and dis["betavae"] is None
+    assert dis["settings"]["skipped"] == ["dci", "betavae"]
+    assert not os.path.exists(os.path.join(path, "metrics.json"))  # write=False
+
+
+def test_unknown_metric_name_is_a_one_line_error(tmp_path):
+    path = copy_run("vae-dsprites", str(tmp_path / "run"))
+    result = python_m_training("evaluate", path, "--metrics", "mig,sap", "--k", "0", "--n-test", "10")
+    assert_one_line_user_error(result, "unknown metric(s) sap")
+    assert not os.path.exists(os.path.join(path, "metrics.json"))

@@ -28,7 +28,7 @@ import json
 import math
 import os
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -157,19 +157,24 @@ def summarise(model, acc: HeldOutAccumulator, k: int, gaussian: bool, is_vq: boo
     return out
 
 
-def disentanglement_metrics(model, dataset, seed: int, scale: float, device: str) -> dict:
-    from .metrics import DatasetSource, evaluate_all, model_representation
+def disentanglement_metrics(model, dataset, seed: int, scale: float, device: str,
+                            metrics: Optional[Sequence[str]] = None, jobs: int = 1) -> dict:
+    from .metrics import METRIC_NAMES, DatasetSource, evaluate_all, model_representation
 
-    return evaluate_all(DatasetSource(dataset), model_representation(model, device), seed=seed, scale=scale)
+    return evaluate_all(DatasetSource(dataset), model_representation(model, device), seed=seed, scale=scale,
+                        n_jobs=jobs, metrics=list(metrics) if metrics else list(METRIC_NAMES))
 
 
 def evaluate_run(run_dir: str, k: int = 1000, n_test: int = 1000, disentanglement: Optional[bool] = None,
                  metric_scale: float = 1.0, seed: int = 0, device: str = "cpu", batch_size: int = 64,
-                 write: bool = True, progress: bool = False) -> dict:
+                 write: bool = True, progress: bool = False, metrics: Optional[Sequence[str]] = None,
+                 jobs: int = 1) -> dict:
     """Evaluate one run folder; returns the metrics.json document (and writes it unless write=False).
 
     disentanglement: None = when the dataset has ground-truth factors; True = required (UserError for a
-    dataset without factors); False = skipped.
+    dataset without factors); False = skipped. metrics: a subset of MIG / FactorVAE / DCI / BetaVAE
+    (default all; the others are null and listed under settings.skipped). jobs: processes for DCI's
+    per-factor classifiers.
     """
     from .export import choose_indices, open_dataset
     from .prior import resolve_device
@@ -181,6 +186,9 @@ def evaluate_run(run_dir: str, k: int = 1000, n_test: int = 1000, disentanglemen
         raise UserError(f"--n-test must be >= 1, not {n_test}")
     if not (metric_scale > 0 and math.isfinite(metric_scale)):
         raise UserError(f"--metric-scale must be a positive number, not {metric_scale}")
+    if jobs < 1:
+        raise UserError(f"--jobs must be >= 1, not {jobs}")
+    metrics = parse_metric_names(metrics)
     device = resolve_device(device)
     started = time.perf_counter()
     run = load_run(run_dir, device=device)
@@ -207,7 +215,8 @@ def evaluate_run(run_dir: str, k: int = 1000, n_test: int = 1000, disentanglemen
         t = time.perf_counter()
         if progress:
             print("disentanglement metrics (MIG, FactorVAE, DCI, BetaVAE)...", flush=True)
-        result["disentanglement"] = disentanglement_metrics(run.model, dataset, seed, metric_scale, device)
+        result["disentanglement"] = disentanglement_metrics(run.model, dataset, seed, metric_scale, device,
+                                                            metrics, jobs)
         seconds["disentanglement"] = round(time.perf_counter() - t, 2)
     else:
         result["disentanglement"] = None
@@ -324,6 +333,20 @@ def column_names(run_dirs: list) -> list:
     return [os.path.normpath(p) for p in run_dirs]
 
 
+def parse_metric_names(metrics) -> Optional[list]:
+    """None (all) or a list of known metric names, from a list or a comma-separated string."""
+    from .metrics import METRIC_NAMES
+
+    if metrics is None:
+        return None
+    names = [m.strip().lower() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
+    unknown = [m for m in names if m not in METRIC_NAMES]
+    if unknown or not names:
+        raise UserError(f"--metrics: unknown metric(s) {', '.join(unknown) or '(none given)'}; "
+                        f"choose from {','.join(METRIC_NAMES)}")
+    return names
+
+
 # ---- CLI ------------------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", metavar="RUN", nargs="+", help="run folder(s); several print one table")
@@ -336,6 +359,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="skip MIG / FactorVAE / DCI / BetaVAE")
     parser.add_argument("--metric-scale", type=float, default=1.0,
                         help="multiplies the protocol's sample counts (e.g. 0.1 for a quick look)")
+    parser.add_argument("--metrics", default=None, metavar="LIST",
+                        help="comma-separated subset of mig,factorvae,dci,betavae (default: all)")
+    parser.add_argument("--jobs", type=int, default=1, help="processes for DCI's per-factor classifiers")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
@@ -351,7 +377,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             results.append(evaluate_run(run_dir, k=args.k, n_test=args.n_test, disentanglement=args.disentanglement,
                                         metric_scale=args.metric_scale, seed=args.seed, device=args.device,
-                                        batch_size=args.batch_size, progress=True))
+                                        batch_size=args.batch_size, progress=True, metrics=args.metrics,
+                                        jobs=args.jobs))
     print(format_table(results, column_names(args.runs)))
     for run_dir, result in zip(args.runs, results):
         for note in result.get("notes", []):

@@ -6,14 +6,14 @@ depend on torch. `DatasetSource` and `model_representation` adapt the project's 
 """
 from .beta_vae import betavae_score
 from .dci import dci
-from .disentanglement import (PROTOCOL, PROTOCOL_COUNTS, DatasetSource, evaluate_all, model_representation,
+from .disentanglement import (METRIC_NAMES, PROTOCOL, PROTOCOL_COUNTS, DatasetSource, evaluate_all, model_representation,
                               scaled_counts)
 from .factor_vae import factorvae_score
 from .mig import histogram_discretize, mig
 from .sampling import GroundTruthSource, SyntheticSource
 
 __all__ = [
-    "PROTOCOL", "PROTOCOL_COUNTS", "DatasetSource", "GroundTruthSource", "SyntheticSource", "betavae_score",
+    "METRIC_NAMES", "PROTOCOL", "PROTOCOL_COUNTS", "DatasetSource", "GroundTruthSource", "SyntheticSource", "betavae_score",
     "dci", "evaluate_all", "factorvae_score", "histogram_discretize", "mig", "model_representation",
     "scaled_counts",
 ]
