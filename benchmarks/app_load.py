@@ -19,7 +19,6 @@ receiving another user's state (target 0).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import random

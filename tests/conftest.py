@@ -17,3 +17,13 @@ SHARED_DATA = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data"))
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Every test starts (and ends) with one intra-op thread, whatever the test before it set."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)

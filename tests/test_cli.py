@@ -7,24 +7,12 @@ import os
 import signal
 import time
 
-import pytest
-import torch
-
 from helpers_trainer import (REPO_ROOT, SHARED_DATA, looks_like_valid_run, python_m_training, tiny_cli_args,
                              tiny_config)
 from training import cli
 from training.config import RunConfig
 from training.runfolder import load_checkpoint, load_run
 from training.trainer import train
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and much faster when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def folder_digest(path: str) -> dict:

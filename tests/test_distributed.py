@@ -30,14 +30,6 @@ HELPER = os.path.join(REPO_ROOT, "tests", "helpers_distributed.py")
 ATOL, RTOL = 5e-5, 1e-4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def weights(run_dir: str) -> dict:
     return load_file(os.path.join(run_dir, "model.safetensors"))
 

@@ -11,18 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from helpers_eval import assert_one_line_user_error, copy_run, one_thread, python_m_training, tiny_run
+from helpers_eval import assert_one_line_user_error, copy_run, python_m_training, tiny_run
 from training.config import ModelConfig
 from training.evaluate import evaluate_run, format_table
 from training.likelihood import (active_units, bits_per_dim, codebook_usage, importance_weighted_batch,
                                  log_px_given_z, psnr_from_mse)
 from training.models.base import Encoding, LatentModel
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
 
 
 # ---- a tiny model whose marginal likelihood is computable exactly ---------------------------------------------

@@ -8,17 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from helpers_eval import assert_one_line_user_error, copy_run, one_thread, python_m_training
+from helpers_eval import assert_one_line_user_error, copy_run, python_m_training
 from training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from training.export import (ATTRIBUTES_FILE, LATENTS_FILE, choose_indices, export_run, load_latents,
                              make_thumbnails, place_on_map)
 from training.runfolder import load_run
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
 
 
 # ---- place_on_map ----------------------------------------------------------------------------------------------

@@ -19,11 +19,8 @@ import contextlib
 import http.client
 import io
 import json
-import math
 import os
-import shutil
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Callable

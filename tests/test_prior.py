@@ -14,12 +14,6 @@ from training.prior import (PRIOR_JSON_FILE, PRIOR_WEIGHTS_FILE, GatedPixelCNN, 
 from training.runfolder import load_run
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
-
-
 def positions(height, width):
     return [(i, j) for i in range(height) for j in range(width)]
 

@@ -7,7 +7,6 @@ import math
 import os
 
 import pytest
-import torch
 
 from helpers_trainer import tiny_config
 from training import cli
@@ -16,14 +15,6 @@ from training.sweep import (EvalOptions, mean_over_seeds, parse_grid, plan_runs,
                             split_values)
 
 EVAL_FLAGS = ["--k", "5", "--n-test", "100", "--eval-device", "cpu", "--quiet"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

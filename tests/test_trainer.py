@@ -19,15 +19,6 @@ from training.runfolder import load_checkpoint, load_run, load_weights
 from training.trainer import train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and much faster when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def state_of(path: str) -> dict:
     return load_file(os.path.join(path, "model.safetensors"))
 

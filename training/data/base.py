@@ -7,7 +7,7 @@ their images as one uint8 tensor; procedural sets (dsprites: 737,280 images =
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
