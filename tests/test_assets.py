@@ -130,3 +130,53 @@ def test_registry_loads_run_and_prior_sample_decodes(name, registry):
         with torch.no_grad():
             mu = run.model.encode(thumbs).mean.reshape(4, -1).numpy()
         assert np.allclose(mu, run.latents["mu"][:4], atol=1e-3), f"{name}: latents.npz is not from these weights"
+
+
+def test_python_app_py_serves_the_bundled_runs_offline_without_a_writable_home(tmp_path):
+    """`python app.py` as a Space or a fresh clone runs it: no arguments, HOME unwritable (/proc), no cache
+    variables set, network requests routed to a dead proxy, temp files in a temp folder only."""
+    import subprocess
+
+    from gradio_client import Client
+    from PIL import Image
+
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from helpers_app import free_port, wait_for_http
+
+    port = free_port()
+    tmp = tmp_path / "tmp"
+    cwd = tmp_path / "cwd"
+    tmp.mkdir()
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_CACHE_DIR", "MPLCONFIGDIR", "XDG_CACHE_HOME", "TORCHINDUCTOR_CACHE_DIR",
+                        "GRADIO_TEMP_DIR", "HF_HOME")}
+    dead_proxy = "http://127.0.0.1:9"  # nothing listens there: any outside request fails at once
+    env.update(HOME="/proc/no-home", TMPDIR=str(tmp), PYTHONPATH=ROOT, VAE_EXPLORER_THREADS="1",
+               http_proxy=dead_proxy, https_proxy=dead_proxy, HTTP_PROXY=dead_proxy, HTTPS_PROXY=dead_proxy,
+               no_proxy="127.0.0.1,localhost", NO_PROXY="127.0.0.1,localhost")
+    log = open(tmp_path / "app.log", "w")
+    app = subprocess.Popen([sys.executable, os.path.join(ROOT, "app.py"), "--port", str(port)], cwd=cwd,
+                           env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        try:
+            wait_for_http(f"http://127.0.0.1:{port}/", timeout=120)
+        except TimeoutError:
+            pytest.fail("app.py did not answer:\n" + (tmp_path / "app.log").read_text()[-3000:])
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        for name in EXPECTED_RUNS:
+            card = client.predict(name, api_name="/select_run")[0]
+            assert name in card and "cannot" not in card.lower(), card[:500]
+            grid = client.predict(name, 4, 0, 1.0, api_name="/sample")
+            path = grid["value"] if isinstance(grid, dict) else grid
+            with Image.open(path) as im:
+                assert np.asarray(im).std() > 0, f"{name}: blank sample grid"
+        assert app.poll() is None
+    finally:
+        app.terminate()
+        try:
+            app.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            app.kill()
+        log.close()
+    assert os.listdir(cwd) == [], "app.py wrote into its working directory"
