@@ -441,7 +441,9 @@ def table():
     lines = ["| # | Surface | Input | What the user sees | Server still up | Nothing written outside the run folders |",
              "|---|---|---|---|---|---|"]
     for i, r in enumerate(rows, 1):
-        seen = r["seen"].replace("|", "\\|")
+        # Control characters an input carried (a NUL in a run name) are shown escaped, so the table stays text.
+        seen = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in r["seen"])
+        seen = seen.replace("|", "\\|")
         lines.append(f"| {i} | {r['surface']} | {r['sent']} | {seen} | {r['up']} | {r['clean']} |")
     with open(ARTIFACT, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")

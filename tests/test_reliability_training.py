@@ -88,7 +88,6 @@ def final_weights(out: str) -> dict:
 
 
 # ---- SIGKILL at random moments ------------------------------------------------------------------------------
-@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_weights(tmp_path):
     reference = str(tmp_path / "reference")
     done = python_m_training(kill_cli_args(reference))
