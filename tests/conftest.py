@@ -10,7 +10,51 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data"))
+OFFICIAL_DATA = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data"))
+
+
+def _official_mnist_present(root: str) -> bool:
+    raw = os.path.join(root, "MNIST", "raw")
+    return any(os.path.isfile(os.path.join(raw, "t10k-images-idx3-ubyte" + ext)) for ext in ("", ".gz"))
+
+
+def _write_stand_in_mnist(root: str, n: int = 2000) -> None:
+    """MNIST-format IDX files (the test split only, as in ../shared) of procedural 28x28 "digits": class k is
+    a bright bar at angle 18k degrees with a random offset and width, so the classes are learnable. Only for
+    machines without the official files: tests that need the real digits skip there."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    yy, xx = np.mgrid[0:28, 0:28].astype(np.float32) - 13.5
+    images = np.zeros((n, 28, 28), np.uint8)
+    for i, k in enumerate(labels):
+        angle = np.deg2rad(18.0 * k)
+        offset, width = rng.uniform(-3, 3), rng.uniform(1.2, 2.5)
+        distance = np.abs(xx * np.sin(angle) - yy * np.cos(angle) - offset)
+        bar = np.clip(width - distance, 0, 1) * (np.abs(xx * np.cos(angle) + yy * np.sin(angle)) < 9)
+        images[i] = (255 * bar).astype(np.uint8)
+    raw = os.path.join(root, "MNIST", "raw")
+    os.makedirs(raw, exist_ok=True)
+    for name, array in (("t10k-images-idx3-ubyte", images), ("t10k-labels-idx1-ubyte", labels)):
+        header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(">" + "I" * array.ndim, *array.shape)
+        with gzip.open(os.path.join(raw, name + ".gz"), "wb") as f:
+            f.write(header + array.tobytes())
+
+
+# The MNIST folder the tests train on: the official test split in ../shared/data where this machine has it,
+# else a procedural stand-in in the same format (helpers read VAE_TEST_MNIST_DIR).
+if _official_mnist_present(OFFICIAL_DATA):
+    SHARED_DATA = OFFICIAL_DATA
+else:
+    SHARED_DATA = os.path.join(_cache, "stand-in-mnist")
+    if not _official_mnist_present(SHARED_DATA):
+        _write_stand_in_mnist(SHARED_DATA)
+os.environ["VAE_TEST_MNIST_DIR"] = SHARED_DATA
+OFFICIAL_MNIST = SHARED_DATA == OFFICIAL_DATA
 
 # One intra-op thread per test process: the app's server threads, the test client and torch would
 # otherwise oversubscribe 2 cores (measured here: tiny training steps 6-25x slower with 2 threads).

@@ -20,7 +20,8 @@ import torch
 from training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data"))
+# The official MNIST test split in ../shared/data, or the stand-in tests/conftest.py writes where it is missing.
+SHARED_DATA = os.environ.get("VAE_TEST_MNIST_DIR") or os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data"))
 
 _ROOT = None
 _RUNS: dict = {}

@@ -462,9 +462,7 @@ def tiny_run_root(tmp_path_factory):
     from training import export
     from training.trainer import train
 
-    shared_data = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
-    if not os.path.isdir(os.path.join(shared_data, "MNIST")):
-        pytest.skip("the MNIST test split is not available")
+    shared_data = os.environ["VAE_TEST_MNIST_DIR"]  # official split or its stand-in (tests/conftest.py)
     root = tmp_path_factory.mktemp("runs")
     cfg = RunConfig(
         data=DataConfig(name="mnist", data_dir=shared_data, subset=500),
@@ -556,9 +554,7 @@ def vq_run_root(tmp_path_factory):
     from training.prior import train_prior
     from training.trainer import train
 
-    shared_data = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
-    if not os.path.isdir(os.path.join(shared_data, "MNIST")):
-        pytest.skip("the MNIST test split is not available")
+    shared_data = os.environ["VAE_TEST_MNIST_DIR"]  # official split or its stand-in (tests/conftest.py)
     root = tmp_path_factory.mktemp("vq")
     cfg = RunConfig(
         data=DataConfig(name="mnist", data_dir=shared_data, subset=300),
