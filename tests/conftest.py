@@ -18,8 +18,8 @@ def _official_mnist_present(root: str) -> bool:
     return any(os.path.isfile(os.path.join(raw, "t10k-images-idx3-ubyte" + ext)) for ext in ("", ".gz"))
 
 
-def _write_stand_in_mnist(root: str, n: int = 2000) -> None:
-    """MNIST-format IDX files (the test split only, as in ../shared) of procedural 28x28 "digits": class k is
+def _write_stand_in_mnist(root: str, n: int = 10_000) -> None:
+    """MNIST-format IDX files (the test split only, 10,000 images, as in ../shared) of procedural 28x28 "digits": class k is
     a bright bar at angle 18k degrees with a random offset and width, so the classes are learnable. Only for
     machines without the official files: tests that need the real digits skip there."""
     import gzip
