@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=40, help="requests per measured endpoint")
     args = p.parse_args(argv)
 
-    from helpers_app import free_port, wait_for_http
+    from helpers_app import free_port, stop_app, wait_for_http
 
     tmp = None
     if args.runs:
@@ -141,11 +141,7 @@ def main(argv=None) -> int:
         result = measure(url, args.n)
         result["cold_start_s"] = round(cold_start, 2)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_app(server)
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     result["cpu_cores"] = os.cpu_count()

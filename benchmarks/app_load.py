@@ -19,6 +19,7 @@ receiving another user's state (target 0).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -83,10 +84,11 @@ class Stats:
         self.errors = []
         self.violations = []
 
-    def timed(self, client, endpoint: str, *args):
+    def call(self, endpoint: str, request):
+        """request() timed and recorded under `endpoint`; an exception is recorded as an error and re-raised."""
         start = time.perf_counter()
         try:
-            out = client.predict(*args, api_name=endpoint)
+            out = request()
         except Exception as e:
             with self.lock:
                 self.errors.append(f"{endpoint}: {' '.join(str(e).split())[:200]}")
@@ -94,6 +96,18 @@ class Stats:
         with self.lock:
             self.latency[endpoint].append(time.perf_counter() - start)
         return out
+
+    def timed(self, client, endpoint: str, *args):
+        return self.call(endpoint, lambda: client.predict(*args, api_name=endpoint))
+
+
+def run_facts_of(selected) -> dict:
+    """From a /select_run answer: number of map points, the run's first attribute (smile on smileys, digit on
+    MNIST, ...; None without any), and whether it is a VQ-VAE (the model card names the family; no live
+    sliders there)."""
+    choices = (selected[3].get("choices") or []) if isinstance(selected[3], dict) else []
+    return {"n": selected[1]["value"]["n"], "attribute": choices[0][0] if choices else None,
+            "vq": "vqvae" in str(selected[0]).lower()}
 
 
 def user_loop(user: int, url: str, runs: list, image: str, deadline: dict, stats: Stats,
@@ -106,12 +120,8 @@ def user_loop(user: int, url: str, runs: list, image: str, deadline: dict, stats
     while time.perf_counter() < deadline["t"]:
         try:
             run = rng.choice(runs)
-            selected = stats.timed(client, "/select_run", run)
-            n_points = selected[1]["value"]["n"]
-            # The run's own attributes (smile on smileys, digit on MNIST, ...): its dropdown's first choice.
-            choices = selected[3].get("choices") or [] if isinstance(selected[3], dict) else []
-            attribute = choices[0][0] if choices else None
-            is_vq = "vqvae" in str(selected[0]).lower()  # the model card names the family; no live sliders there
+            facts = run_facts_of(stats.timed(client, "/select_run", run))
+            n_points, attribute = facts["n"], facts["attribute"]
             for _ in range(2):  # clicks on the map
                 stats.timed(client, "/point", run, rng.randrange(n_points))
             # Own image -> this session's point -1.
@@ -131,7 +141,7 @@ def user_loop(user: int, url: str, runs: list, image: str, deadline: dict, stats
                 if strength == 0.0 and not same_picture(pixels(edited), own):
                     with stats.lock:
                         stats.violations.append(f"user {user}: strength 0 is not its own image")
-            for v in ((-2.0, 0.0, 2.0) if not is_vq else ()):
+            for v in ((-2.0, 0.0, 2.0) if not facts["vq"] else ()):
                 stats.timed(client, "/live_traversal", run, -1, v, 0, 0, 0, 0, 0)
             stats.timed(client, "/sample", run, 16, user, 1.0)
         except Exception:
@@ -143,13 +153,7 @@ def run_facts(url: str, runs: list) -> dict:
     from gradio_client import Client
 
     client = Client(url, verbose=False)
-    facts = {}
-    for run in runs:
-        selected = client.predict(run, api_name="/select_run")
-        choices = selected[3].get("choices") or [] if isinstance(selected[3], dict) else []
-        facts[run] = {"n": selected[1]["value"]["n"], "attribute": choices[0][0] if choices else None,
-                      "vq": "vqvae" in str(selected[0]).lower()}
-    return facts
+    return {run: run_facts_of(client.predict(run, api_name="/select_run")) for run in runs}
 
 
 def light_user_loop(user: int, url: str, facts: dict, deadline: dict, stats: "Stats",
@@ -163,19 +167,15 @@ def light_user_loop(user: int, url: str, facts: dict, deadline: dict, stats: "St
     rng = random.Random(user)
     runs = sorted(facts)
 
+    def request(endpoint: str, data: list) -> None:
+        r = http.post(f"{url}gradio_api/run/{endpoint.lstrip('/')}", json={"data": data}, timeout=60)
+        r.raise_for_status()
+        if "data" not in r.json():  # an error answer (Gradio puts the message under "error")
+            raise RuntimeError(str(r.json().get("error", r.text))[:200])
+
     def post(endpoint: str, data: list) -> None:
-        start = time.perf_counter()
-        try:
-            r = http.post(f"{url}gradio_api/run/{endpoint.lstrip('/')}", json={"data": data}, timeout=60)
-            r.raise_for_status()
-            if "data" not in r.json():  # an error answer (Gradio puts the message under "error")
-                raise RuntimeError(str(r.json().get("error", r.text))[:200])
-        except Exception as e:
-            with stats.lock:
-                stats.errors.append(f"{endpoint}: {' '.join(str(e).split())[:200]}")
-            return
-        with stats.lock:
-            stats.latency[endpoint].append(time.perf_counter() - start)
+        with contextlib.suppress(Exception):  # recorded in stats.errors; go on like a user dragging again
+            stats.call(endpoint, lambda: request(endpoint, data))
 
     with httpx.Client() as http:
         start_barrier.wait()
@@ -224,7 +224,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import helpers_hostile as hh
-    from helpers_app import free_port, wait_for_http
+    from helpers_app import free_port, stop_app, wait_for_http
 
     work = tempfile.mkdtemp(prefix="vae-explorer-load-")
     try:
@@ -278,11 +278,7 @@ def main(argv=None) -> int:
             load_after = os.getloadavg()
             alive = app.poll() is None
         finally:
-            app.terminate()
-            try:
-                app.wait(timeout=20)
-            except Exception:
-                app.kill()
+            stop_app(app)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

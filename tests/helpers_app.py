@@ -59,6 +59,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_app(process, timeout: float = 20.0) -> None:
+    """Terminate a started app process; kill it if it has not exited after `timeout` seconds."""
+    import subprocess
+
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 def wait_for_http(url: str, timeout: float = 60.0) -> float:
     """Seconds until `url` answers 200 (raises TimeoutError)."""
     import urllib.request

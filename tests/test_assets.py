@@ -141,7 +141,7 @@ def test_python_app_py_serves_the_bundled_runs_offline_without_a_writable_home(t
     from PIL import Image
 
     sys.path.insert(0, os.path.join(ROOT, "tests"))
-    from helpers_app import free_port, wait_for_http
+    from helpers_app import free_port, stop_app, wait_for_http
 
     port = free_port()
     tmp = tmp_path / "tmp"
@@ -173,10 +173,6 @@ def test_python_app_py_serves_the_bundled_runs_offline_without_a_writable_home(t
                 assert np.asarray(im).std() > 0, f"{name}: blank sample grid"
         assert app.poll() is None
     finally:
-        app.terminate()
-        try:
-            app.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            app.kill()
+        stop_app(app)
         log.close()
     assert os.listdir(cwd) == [], "app.py wrote into its working directory"

@@ -32,7 +32,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import helpers_hostile as hh  # noqa: E402
-from helpers_app import free_port, wait_for_http  # noqa: E402
+from helpers_app import free_port, stop_app, wait_for_http  # noqa: E402
 
 ARTIFACT = os.path.join(hh.REPO_ROOT, "test-artifacts", "hostile_input.md")
 TOKEN = f"pwned-{uuid.uuid4().hex[:8]}"  # any file with this in its name was written by a payload
@@ -426,11 +426,7 @@ def ctx(tmp_path_factory):
         yield Ctx(client=client, base=f"http://127.0.0.1:{port}/", host="127.0.0.1", port=port, runs_root=runs_root,
                   sandbox=sandbox, marker=marker, files=files, app=app)
     finally:
-        app.terminate()
-        try:
-            app.wait(timeout=20)
-        except Exception:
-            app.kill()
+        stop_app(app)
 
 
 @pytest.fixture(scope="module")

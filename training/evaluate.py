@@ -348,8 +348,8 @@ def parse_metric_names(metrics) -> Optional[list]:
 
 
 # ---- CLI ------------------------------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", metavar="RUN", nargs="+", help="run folder(s); several print one table")
+def add_scoring_arguments(parser) -> None:
+    """What to score: --k, --n-test, --(no-)disentanglement, --metric-scale (shared with `sweep`)."""
     parser.add_argument("--k", type=int, default=1000, help="importance samples for the IW-NLL (0: skip it)")
     parser.add_argument("--n-test", type=int, default=1000, help="test images for the held-out metrics")
     group = parser.add_mutually_exclusive_group()
@@ -359,6 +359,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="skip MIG / FactorVAE / DCI / BetaVAE")
     parser.add_argument("--metric-scale", type=float, default=1.0,
                         help="multiplies the protocol's sample counts (e.g. 0.1 for a quick look)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", metavar="RUN", nargs="+", help="run folder(s); several print one table")
+    add_scoring_arguments(parser)
     parser.add_argument("--metrics", default=None, metavar="LIST",
                         help="comma-separated subset of mig,factorvae,dci,betavae (default: all)")
     parser.add_argument("--jobs", type=int, default=1, help="processes for DCI's per-factor classifiers")

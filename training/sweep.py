@@ -449,6 +449,8 @@ def sweep(base: RunConfig, grid: list, out: str, options: EvalOptions, parallel_
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .evaluate import add_scoring_arguments
+
     parser.description = ("Train and evaluate one run per point of a grid (e.g. β × seed), then write a "
                           "summary table of their scores (summary.csv, summary.md).")
     parser.add_argument("--config", required=True, metavar="JSON", help="RunConfig JSON that every run starts from")
@@ -463,14 +465,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="training device for every run (auto, cpu, cuda, mps)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     g = parser.add_argument_group("evaluation (see `python -m training evaluate --help`)")
-    g.add_argument("--k", type=int, default=1000, help="importance samples for the IW-NLL (0: skip it)")
-    g.add_argument("--n-test", type=int, default=1000, help="test images for the held-out metrics")
-    group = g.add_mutually_exclusive_group()
-    group.add_argument("--disentanglement", dest="disentanglement", action="store_true", default=None,
-                       help="require the factor metrics")
-    group.add_argument("--no-disentanglement", dest="disentanglement", action="store_false",
-                       help="skip MIG / FactorVAE / DCI / BetaVAE")
-    g.add_argument("--metric-scale", type=float, default=1.0, help="multiplies the metrics' sample counts")
+    add_scoring_arguments(g)
     g.add_argument("--eval-seed", type=int, default=0)
     g.add_argument("--eval-device", default="auto", help="device for evaluation (default: auto)")
 
