@@ -12,15 +12,18 @@
    trained with `correlate`), the posterior mean μ is moved to μ + α·v for α in linspace(-2, 2, 9), with v
    the plain and the bias-corrected smile vector of attributes.json, decoded, and measured.
 3. Reported per vector:
-   - spearman_pooled (the headline): Spearman between α and the measured smile over all (face, α) pairs;
-     spearman_per_face_median: median over faces of the per-face Spearman; spearman_mean_curve: between α
-     and the smile averaged over faces (9 points; ±1 for any monotone drift, however small, so read it
-     with smile_gain).
+   - spearman_pooled (the strict reading): Spearman between α and the measured smile over all (face, α)
+     pairs, so faces that start at different smiles count against it; spearman_per_face_median (the
+     reading "adding α·v to a face raises its smile"): median over faces of the per-face Spearman, with
+     the share of faces at ≥ 0.95; spearman_mean_curve: between α and the smile averaged over faces
+     (9 points; ±1 for any monotone drift, however small, so read it with smile_gain).
    - smile_gain: measured smile at α = +2 minus at α = -2 (mean over faces), also as % of the smile range.
    - movement of every other attribute: mean over faces of max_α |m(α) − m(0)|, as % of its range (hue:
      circular distance as % of the full colour circle; glasses: change of the predicted probability).
    The issue's targets: Spearman ≥ 0.95, every other attribute ≤ 10 % of its range, and the corrected
-   vector moving glasses less than the plain one.
+   vector moving glasses less than the plain one. Both Spearman readings are checked and reported.
+   - the meter's floor (regressor.crosstalk_pct): the same movement statistic on renders in which only
+     the true smile changes; it says how much of a measured movement the meter itself would report.
 Prints one JSON document and a table. The regressor is cached (runs/smile_regressor.safetensors) so a
 second run of the measurement skips its training; --retrain forces it.
 """
@@ -41,6 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from training.config import DataConfig  # noqa: E402
 from training.data import load_dataset  # noqa: E402
+from training.data.smileys import FACE_RADIUS, MOUTH_BOX, POS_MIN, POS_SPAN  # noqa: E402
 from training.errors import UserError  # noqa: E402
 
 ALPHAS = np.linspace(-2.0, 2.0, 9)
@@ -54,7 +58,7 @@ RANGES = {"smile": 2.0, "glasses": 1.0, "hue": 1.0, "size": 0.3, "pos_x": 1.0, "
 class AttributeRegressor(nn.Module):
     """2×2 average pooling, four stride-2 convolutions and a linear head: 64×64×3 image -> 7 outputs.
 
-    Working at 32×32 keeps it cheap on a shared CPU; the mouth's curvature (±2.4 px at full size) still
+    Working at 32×32 keeps it cheap on a shared CPU; the mouth's curvature (±4 px at full size) still
     reads at half resolution thanks to the anti-aliased edges (its held-out R² says how well).
     """
 
@@ -116,9 +120,9 @@ def predict_cnn(model: AttributeRegressor, images: torch.Tensor, batch_size: int
     return np.concatenate([readings(model(images[i:i + batch_size])) for i in range(0, len(images), batch_size)])
 
 
-# The mouth box in units of the face radius R around the face centre (y down), a little larger than the
-# region the smile factor paints (|x| <= 0.405 R, 0.255 R <= y <= 0.585 R; training/data/smileys.py).
-MOUTH_CROP = (-0.47, 0.47, 0.19, 0.65)
+# The mouth box in units of the face radius R around the face centre (y down): the region the smile
+# factor paints (training/data/smileys.py's MOUTH_BOX), so the crop follows the renderer's layout.
+MOUTH_CROP = MOUTH_BOX
 CROP_SHAPE = (12, 24)  # rows, columns of the resampled crop
 
 
@@ -129,9 +133,9 @@ def mouth_crops(images: torch.Tensor, position: np.ndarray) -> np.ndarray:
     a linear model on it sees the mouth at one place and scale whatever the face's position and size.
     """
     size = torch.as_tensor(position[:, 0], dtype=torch.float32)
-    cx = 22.0 + 20.0 * torch.as_tensor(position[:, 1], dtype=torch.float32)
-    cy = 22.0 + 20.0 * torch.as_tensor(position[:, 2], dtype=torch.float32)
-    R = 20.0 * size
+    cx = POS_MIN + POS_SPAN * torch.as_tensor(position[:, 1], dtype=torch.float32)
+    cy = POS_MIN + POS_SPAN * torch.as_tensor(position[:, 2], dtype=torch.float32)
+    R = FACE_RADIUS * size
     x0, x1, y0, y1 = MOUTH_CROP
     rows, cols = CROP_SHAPE
     u = torch.linspace(x0, x1, cols)
@@ -149,7 +153,7 @@ def mouth_crops(images: torch.Tensor, position: np.ndarray) -> np.ndarray:
 
 class AttributeMeter:
     """The regressors together: the CNN reads every attribute; the smile is read by a ridge regression on
-    the face-aligned mouth crop (the CNN alone could not learn the mouth's 2-px curvature in the CPU budget
+    the face-aligned mouth crop (the CNN alone did not learn the mouth's few-pixel curvature in the CPU budget
     this benchmark had; its smile R² is reported too)."""
 
     def __init__(self, cnn: AttributeRegressor, smile_ridge):
@@ -221,21 +225,59 @@ def train_regressor(steps: int, n_train: int, seed: int, log: bool = True) -> tu
     return model, info
 
 
+def renderer_fingerprint() -> str:
+    """SHA-256 of a fixed batch of smileys renders: changes whenever the renderer's output does."""
+    import hashlib
+
+    grid = load_dataset(DataConfig(name="smileys"))
+    picks = np.linspace(0, len(grid) - 1, 64).astype(np.int64)
+    return hashlib.sha256(grid.get_float(picks)[0].numpy().tobytes()).hexdigest()[:16]
+
+
 def load_or_train_regressor(path: str, steps: int, n_train: int, seed: int, retrain: bool):
     from safetensors.torch import load_file, save_file
 
-    if path and os.path.isfile(path) and not retrain:
-        model = AttributeRegressor()
-        model.load_state_dict(load_file(path))
+    fingerprint = renderer_fingerprint()
+    if path and os.path.isfile(path) and os.path.isfile(path + ".json") and not retrain:
         with open(path + ".json", encoding="utf-8") as f:
-            return model, json.load(f)
+            info = json.load(f)
+        # A regressor trained on another version of the renderer would misread every face: retrain.
+        if info.get("renderer_fingerprint") == fingerprint:
+            model = AttributeRegressor()
+            model.load_state_dict(load_file(path))
+            return model, info
+        print("  cached regressor was trained on another smileys renderer: retraining", file=sys.stderr)
     model, info = train_regressor(steps, n_train, seed)
+    info["renderer_fingerprint"] = fingerprint
     if path:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         save_file(model.state_dict(), path)
         with open(path + ".json", "w", encoding="utf-8") as f:
             json.dump(info, f)
     return model, info
+
+
+def regressor_crosstalk(regressor: "AttributeMeter", faces: int, seed: int) -> dict:
+    """The measurement's own floor: how far the meter's other readings move when *only* the true smile
+    changes (renders of `faces` random grid faces at all 10 smile levels, softened like a decode), in the
+    same units as `other_movement_pct`. Movement in a sweep well above this is the decoded face changing."""
+    grid = load_dataset(DataConfig(name="smileys"))
+    rng = np.random.default_rng(seed + 2)
+    base = np.stack([rng.integers(0, n, faces) for n in grid.factor_sizes], axis=1)
+    readings_by_level = []
+    for level in range(grid.factor_sizes[0]):
+        classes = base.copy()
+        classes[:, 0] = level
+        images = grid.render(classes).float().div_(255.0)
+        images = nn.functional.avg_pool2d(images, 3, 1, 1, count_include_pad=False)
+        readings_by_level.append(regressor(images))
+    measured = np.stack(readings_by_level)                      # (levels, faces, 6)
+    centre = measured.shape[0] // 2
+    floor = {}
+    for k, name in enumerate(ATTRIBUTES[1:], start=1):
+        deviation = np.abs(attribute_error(measured[:, :, k], measured[centre:centre + 1, :, k], name))
+        floor[name] = round(float(deviation.max(axis=0).mean() / RANGES[name] * 100), 2)
+    return floor
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -271,6 +313,8 @@ def summarise_sweep(measured: np.ndarray) -> dict:
     pooled = spearman(pooled_alpha, smile.reshape(-1))
     return {
         "meets_targets": bool(pooled >= 0.95 and max(movement.values()) <= 10.0),
+        "meets_targets_per_face": bool(float(np.median(per_face)) >= 0.95 and max(movement.values()) <= 10.0),
+        "faces_with_spearman_ge_095_pct": round(float(np.mean(np.asarray(per_face) >= 0.95) * 100), 1),
         "mean_smile_by_alpha": [round(float(s), 4) for s in smile.mean(axis=1)],
         "spearman_mean_curve": round(spearman(ALPHAS, smile.mean(axis=1)), 4),
         "spearman_pooled": round(pooled, 4),
@@ -308,6 +352,7 @@ def measure(run_dir: str, faces: int, seed: int, regressor_path: str, regressor_
         mu = run.model.encode(x).mean
         recon = run.model.decode_image(mu)
     regressor_info["r2_run_reconstructions"] = r_squared(regressor(recon), labels.numpy())
+    regressor_info["crosstalk_pct"] = regressor_crosstalk(regressor, faces, seed)
     vectors = {"plain": smile["vector"], "corrected": smile["corrected"]["vector"]}
     results = {name: summarise_sweep(sweep(run, mu, np.asarray(v, dtype=np.float32), regressor))
                for name, v in vectors.items()}
@@ -327,13 +372,18 @@ def measure(run_dir: str, faces: int, seed: int, regressor_path: str, regressor_
 def table(result: dict) -> str:
     rows = [("", "plain", "corrected")]
     p, c = result["vectors"]["plain"], result["vectors"]["corrected"]
-    for key in ("spearman_pooled", "spearman_per_face_median", "spearman_mean_curve", "smile_gain_pct_of_range"):
+    for key in ("spearman_pooled", "spearman_per_face_median", "spearman_mean_curve", "smile_gain_pct_of_range",
+                "faces_with_spearman_ge_095_pct"):
         rows.append((key, f"{p[key]:.3f}", f"{c[key]:.3f}"))
+    floor = result["regressor"].get("crosstalk_pct", {})
     for name in ATTRIBUTES[1:]:
-        rows.append((f"{name} moves (% of range)", f"{p['other_movement_pct'][name]:.1f}",
-                     f"{c['other_movement_pct'][name]:.1f}"))
-    rows.append(("meets targets (Spearman >= 0.95, others <= 10 %)", str(p["meets_targets"]),
+        label = f"{name} moves (% of range; meter floor {floor[name]:.1f})" if name in floor else \
+            f"{name} moves (% of range)"
+        rows.append((label, f"{p['other_movement_pct'][name]:.1f}", f"{c['other_movement_pct'][name]:.1f}"))
+    rows.append(("meets targets, pooled Spearman (>= 0.95, others <= 10 %)", str(p["meets_targets"]),
                  str(c["meets_targets"])))
+    rows.append(("meets targets, per-face median Spearman", str(p["meets_targets_per_face"]),
+                 str(c["meets_targets_per_face"])))
     width = max(len(r[0]) for r in rows)
     lines = [f"{r[0]:<{width}}  {r[1]:>10}  {r[2]:>10}" for r in rows]
     r2 = result["regressor"]
@@ -352,7 +402,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--regressor", default="runs/smile_regressor.safetensors",
                         help="cache file for the attribute regressor ('' = no cache)")
-    parser.add_argument("--regressor-steps", type=int, default=1000)
+    parser.add_argument("--regressor-steps", type=int, default=3000)
     parser.add_argument("--regressor-train", type=int, default=12000, help="renders the regressor trains on")
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--regressor-only", action="store_true",

@@ -206,9 +206,12 @@ def _regions(size, pos_x, pos_y, margin=1.0):
     x, y, R = _face_frame(size, pos_x, pos_y)
     L = LAYOUT
     half_t = L["mouth_thickness"] / 2
+    # A stroke of half-thickness t around a curve of slope s reaches t * sqrt(1 + s^2) vertically;
+    # the parabola is steepest at its ends (slope 4 * bend / half_width).
+    reach = half_t * np.hypot(1.0, 4.0 * L["mouth_bend"] / L["mouth_half_width"])
     mouth = ((np.abs(x) <= (L["mouth_half_width"] + half_t) * R + margin)
-             & (y >= (L["mouth_y"] - L["mouth_bend"] - half_t) * R - margin)
-             & (y <= (L["mouth_y"] + L["mouth_bend"] + half_t) * R + margin))
+             & (y >= (L["mouth_y"] - L["mouth_bend"] - reach) * R - margin)
+             & (y <= (L["mouth_y"] + L["mouth_bend"] + reach) * R + margin))
     reach = L["ring_radius"] + L["ring_thickness"] / 2
     eyes = ((np.abs(x) <= (L["eye_x"] + reach) * R + margin)
             & (np.abs(y - L["eye_y"] * R) <= reach * R + margin))

@@ -18,11 +18,13 @@ Layout, in units of the face radius R, relative to the face centre, y pointing d
   eyes      dark discs of radius 0.1 at (+-0.36, -0.22)
   glasses   two rings around the eyes (centre-line radius 0.2, thickness 0.08) joined by a bridge at
             y = -0.22 between x = -0.16 and +0.16
-  mouth     a thick parabola arc (thickness 0.09) over x in [-0.36, 0.36]: middle at
-            y = 0.42 + 0.12 * smile, corners at y = 0.42 - 0.12 * smile (smile > 0: corners up)
+  mouth     a thick parabola arc (thickness 0.12) over x in [-0.42, 0.42]: middle at
+            y = 0.50 + 0.20 * smile, corners at y = 0.50 - 0.20 * smile (smile > 0: corners up).
+            The curvature moves the stroke by up to +-4 px on the largest face: a smile a 10-latent
+            VAE cannot afford to ignore (an earlier, 2.4 px version was encoded only weakly).
 
 Each factor changes only the pixels it claims (tests check this on rendered pairs):
-  smile    only pixels of the mouth box  |x| <= 0.405 R, 0.255 R <= y <= 0.585 R (+ 1 px of anti-aliasing)
+  smile    only pixels of the mouth box  |x| <= 0.48 R, 0.171 R <= y <= 0.829 R (+ 1 px of anti-aliasing)
   glasses  only pixels of the eye band   |x| <= 0.84 R, -0.46 R <= y <= 0.02 R (+ 1 px)
   hue      only face pixels (inside the face ellipse + 1 px); eyes, mouth, glasses and background keep
            their fixed colours
@@ -67,10 +69,10 @@ LAYOUT = {
     "eye_radius": 0.10,
     "ring_radius": 0.20,
     "ring_thickness": 0.08,
-    "mouth_y": 0.42,
-    "mouth_half_width": 0.36,
-    "mouth_bend": 0.12,
-    "mouth_thickness": 0.09,
+    "mouth_y": 0.50,
+    "mouth_half_width": 0.42,
+    "mouth_bend": 0.20,
+    "mouth_thickness": 0.12,
 }
 
 BACKGROUND = (235.0, 235.0, 235.0)
@@ -209,7 +211,18 @@ def _box(name: str) -> tuple:
         return -(L["eye_x"] + reach), L["eye_x"] + reach, L["eye_y"] - reach, L["eye_y"] + reach
     half_t = L["mouth_thickness"] / 2
     return (-(L["mouth_half_width"] + half_t), L["mouth_half_width"] + half_t,
-            L["mouth_y"] - L["mouth_bend"] - half_t, L["mouth_y"] + L["mouth_bend"] + half_t)
+            L["mouth_y"] - L["mouth_bend"] - mouth_reach(), L["mouth_y"] + L["mouth_bend"] + mouth_reach())
+
+
+def mouth_reach() -> float:
+    """Vertical reach of the mouth stroke beyond its centre line, in face units.
+
+    The stroke is painted where |y - curve| / sqrt(1 + slope^2) <= thickness / 2, so where the arc is
+    steepest (its ends, slope 4 * bend / half_width) it reaches thickness / 2 * sqrt(1 + slope^2).
+    """
+    L = LAYOUT
+    steepest = 4.0 * L["mouth_bend"] / L["mouth_half_width"]
+    return L["mouth_thickness"] / 2 * float(np.sqrt(1.0 + steepest * steepest))
 
 
 FACE_BOX, EYE_BOX, MOUTH_BOX = _box("face"), _box("eyes"), _box("mouth")
