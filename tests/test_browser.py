@@ -66,8 +66,10 @@ def wait_for(condition, what: str, timeout: float = 30.0):
 
 
 def image_src(page, selector: str):
-    loc = page.locator(f"{selector} img")
-    return loc.first.get_attribute("src") if loc.count() else None
+    # One atomic read in the page: a count() then get_attribute() pair races with Gradio replacing or
+    # removing the <img> in between, and get_attribute then waits its full timeout for a gone element.
+    return page.evaluate("(sel) => { const img = document.querySelector(sel + ' img');"
+                         " return img ? img.getAttribute('src') : null; }", selector)
 
 
 def image_bytes(page, selector: str) -> bytes:
