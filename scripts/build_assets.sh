@@ -37,7 +37,7 @@ RUNS=(
   "dsprites-btcvae|bundled_dsprites_btcvae|--k 0 --n-test 1000 --jobs 2|--n 5000|-"
   "smileys-btcvae|bundled_smileys_btcvae|--k 0 --n-test 1000 --jobs 2|--n 5000|-"
   "dsprites-vae|bundled_dsprites_vae|--k 0 --n-test 1000 --jobs 2|--n 5000|-"
-  "mnist-vqvae|bundled_mnist_vqvae|--k 0 --n-test 1000|--n 5000|--steps 300 --layers 6 --channels 32 --n-train 9000 --n-test 1000"
+  "mnist-vqvae|bundled_mnist_vqvae|--k 0 --n-test 1000|--n 5000|--steps 2000 --layers 8 --channels 64 --n-train 9000 --n-test 1000"
 )
 
 # Files the explorer reads (docs/run-format.md); checkpoint.pt and the per-step image history stay behind.
