@@ -19,17 +19,25 @@
      (9 points; ±1 for any monotone drift, however small, so read it with smile_gain).
    - smile_gain: measured smile at α = +2 minus at α = -2 (mean over faces), also as % of the smile range.
    - movement of every other attribute: mean over faces of max_α |m(α) − m(0)|, as % of its range (hue:
-     circular distance as % of the full colour circle; glasses: change of the predicted probability).
+     circular distance as % of the full colour circle; glasses: change of the amount of glasses drawn).
+     It is measured twice: by the `PixelMeter` (`other_movement_pct`), which reads glasses, hue, size and
+     position straight from the pixels with the renderer's geometry (R² ≥ 0.996 on held-out renders), and
+     by the CNN (`cnn_other_movement_pct`). The target is checked on the pixel readings: the CNN, trained
+     on crisp renders, reads the paler, softer faces decoded at α = ±2 as smaller faces (its size reading
+     moves 3× what the face mask does; see the docstring of PixelMeter).
+   - face_saturation_movement_pct: the decoded face's colour saturation (every render has 0.5) is not one
+     of the attributes, but its fading at large |α| is a change of the face, so it is reported too.
    The issue's targets: Spearman ≥ 0.95, every other attribute ≤ 10 % of its range, and the corrected
    vector moving glasses less than the plain one. Both Spearman readings are checked and reported.
-   - the meter's floor (regressor.crosstalk_pct): the same movement statistic on renders in which only
-     the true smile changes; it says how much of a measured movement the meter itself would report.
+   - each meter's floor (crosstalk_pct): the same movement statistic on renders in which only the true
+     smile changes; it says how much of a measured movement the meter itself would report.
 Prints one JSON document and a table. The regressor is cached (runs/smile_regressor.safetensors) so a
 second run of the measurement skips its training; --retrain forces it.
 """
 from __future__ import annotations
 
 import argparse
+import colorsys
 import json
 import math
 import os
@@ -44,7 +52,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from training.config import DataConfig  # noqa: E402
 from training.data import load_dataset  # noqa: E402
-from training.data.smileys import FACE_RADIUS, MOUTH_BOX, POS_MIN, POS_SPAN  # noqa: E402
+from training.data.smileys import (BACKGROUND, FACE_RADIUS, FACE_SATURATION, FACE_VALUE, GLASSES_COLOUR,  # noqa: E402
+                                   LAYOUT, MOUTH_BOX, POS_MIN, POS_SPAN)
 from training.errors import UserError  # noqa: E402
 
 ALPHAS = np.linspace(-2.0, 2.0, 9)
@@ -148,6 +157,120 @@ def mouth_crops(images: torch.Tensor, position: np.ndarray) -> np.ndarray:
     grid = torch.stack(torch.broadcast_tensors(gx, gy), dim=-1)           # (B, rows, cols, 2)
     crops = nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return crops.reshape(len(images), -1).numpy()
+
+
+# Luminance weights (ITU-R BT.601) for the darkness of a pixel against its face.
+LUMA = np.array([0.299, 0.587, 0.114])
+# Every face colour HSV(h, 0.5, 0.95) differs from the background in its smallest channel by this much, and
+# in no channel by more: a pixel's largest channel difference over it is the face's coverage of the pixel.
+FACE_CONTRAST = float(BACKGROUND[0] - 255.0 * FACE_VALUE * (1.0 - FACE_SATURATION))
+FEATURE_LUMA = 100.0
+
+
+class PixelMeter:
+    """Reads glasses, hue, size and position straight from the pixels, with the renderer's own geometry
+    (smile is left to the regressor: column 0 is NaN).
+
+    - size / position: the area and centroid of the face mask, R = sqrt(area / (0.9 π)). A pixel's
+      coverage is its largest channel difference from the background over FACE_CONTRAST (every face colour
+      differs by exactly that in its palest channel); the mask is coverage ≥ 0.5 (eyes, mouth and glasses
+      are inside the face and darker, so they count as face).
+    - hue: the hue of the median colour of the face's own pixels (covered, and brighter than the features).
+    - glasses: the amount of glasses drawn: a pixel's "ink" is how far its luminance has gone from the
+      face's towards the glasses' colour (on a render, exactly the glasses' coverage of the pixel); the
+      reading is the least-squares multiple of the lens pattern a render would have on the measured face,
+      over the same reading of renders (a rendered pair reads 1, no glasses 0). Blur spreads the ink off
+      the pattern (after a 3×3 box blur rendered glasses read 0.81), so readings compare faces of about
+      the same sharpness, which a sweep of one face does; decodes are sharper than that (R² 0.99 on the
+      bundled run's reconstructions).
+    Why both meters: the CNN learned its readings from crisp renders with one face saturation. Decoded faces
+    pushed to α = ±2 are paler and softer, and the CNN reads that as a smaller face (0.69 for a face whose
+    mask, visibly unchanged, stays at 0.89): on renders whose face colour is pulled 20 % towards its own
+    grey (saturation 0.42), the CNN's size reading drops by 0.053 (18 % of the range) and the mask's by
+    0.010. On renders with mouths curved beyond the grid (|smile| up to 1.4) the CNN's size reading moves
+    only 3 %, so it is the fading, not the mouth. This meter measures the definitions, not a learned proxy
+    of them; both are reported.
+    """
+
+    def __init__(self, glasses_ink: float = 1.0):
+        self.glasses_ink = glasses_ink
+
+    def raw(self, images: torch.Tensor) -> np.ndarray:
+        x = images.detach().double().numpy() * 255.0
+        n, _, h, w = x.shape
+        scale = 64.0 / w                                                   # native-resolution pixels per pixel
+        background = np.asarray(BACKGROUND)[None, :, None, None]
+        coverage = np.clip(np.abs(x - background).max(axis=1) / FACE_CONTRAST, 0.0, 1.0)
+        # The face mask: pixels at least half covered. On the anti-aliased renders that is the ellipse's
+        # edge itself (unbiased); on decodes it ignores what a soft sum would count: a background that is
+        # not exactly the render's grey (~3,000 pixels of small deviations) and a face colour that is paler
+        # than the render's (coverage < 1 inside the face).
+        mask = (coverage >= 0.5).astype(np.float64)
+        area = np.maximum(mask.sum(axis=(1, 2)), 1e-6)
+        yy, xx = np.mgrid[0:h, 0:w] + 0.5
+        cx = (mask * xx).sum(axis=(1, 2)) / area
+        cy = (mask * yy).sum(axis=(1, 2)) / area
+        radius = np.sqrt(area / (LAYOUT["face_half_width"] * math.pi))    # in this image's pixels
+        luma = np.einsum("nchw,c->nhw", x, LUMA)
+        # Face pixels: mostly covered and not a dark feature (eyes, mouth, glasses are below luma 60, every
+        # face colour is above 130).
+        face = (mask > 0) & (luma > FEATURE_LUMA)
+        hue = np.zeros(n)
+        saturation = np.zeros(n)
+        face_luma = np.zeros(n)
+        for i in range(n):
+            pixels = x[i][:, face[i]] if face[i].any() else x[i].reshape(3, -1)
+            r, g, b = np.median(pixels, axis=1) / 255.0
+            hue[i], saturation[i], _ = colorsys.rgb_to_hsv(r, g, b)
+            face_luma[i] = np.median(luma[i][face[i]]) if face[i].any() else luma[i].mean()
+        glasses_luma = float(np.dot(GLASSES_COLOUR, LUMA))
+        ink = np.clip((face_luma[:, None, None] - luma) / np.maximum(face_luma - glasses_luma, 1.0)[:, None, None],
+                      0.0, 1.0)
+        # The lens pattern a rendered pair of glasses would have on the measured face: the renderer's
+        # anti-aliased coverage (0.5 − signed distance in px) of the rings and the bridge. The reading is the
+        # least-squares amount of that pattern in the ink, so it does not depend on the face's size (thin rings
+        # on small faces cover fewer whole pixels).
+        L = LAYOUT
+        r = radius[:, None, None]
+        u = xx[None] - cx[:, None, None]
+        v = yy[None] - cy[:, None, None] - L["eye_y"] * r
+        rings = np.minimum(np.abs(np.hypot(u - L["eye_x"] * r, v) - L["ring_radius"] * r),
+                           np.abs(np.hypot(u + L["eye_x"] * r, v) - L["ring_radius"] * r))
+        bridge = np.hypot(np.maximum(np.abs(u) - (L["eye_x"] - L["ring_radius"]) * r, 0.0), v)
+        lens = np.clip(0.5 - (np.minimum(rings, bridge) - L["ring_thickness"] / 2 * r), 0.0, 1.0)
+        glasses = (ink * lens).sum(axis=(1, 2)) / np.maximum((lens * lens).sum(axis=(1, 2)), 1e-6)
+        size = radius * scale / FACE_RADIUS
+        # Column 6, saturation, is not a smileys attribute (every render has FACE_SATURATION): it shows a
+        # decoded face fading, which is a change of the face that none of the six attributes name.
+        return np.stack([np.full(n, np.nan), glasses / self.glasses_ink, hue, size,
+                         (cx * scale - POS_MIN) / POS_SPAN, (cy * scale - POS_MIN) / POS_SPAN, saturation], axis=1)
+
+    def with_saturation(self, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """(B, 7): the six attribute columns and the face's saturation."""
+        return np.concatenate([self.raw(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        """(B, 6) in the regressor's columns (smile NaN)."""
+        return self.with_saturation(images)[:, :6]
+
+
+def calibrated_pixel_meter(seed: int, n: int = 2000) -> tuple[PixelMeter, dict]:
+    """The pixel meter with its glasses ink set on renders (rendered glasses read 1), and its R² on other
+    held-out renders of the uncorrelated grid."""
+    grid = load_dataset(DataConfig(name="smileys"))
+    rng = np.random.default_rng(seed + 3)
+    calibration, test = np.split(rng.choice(grid.test_indices, size=min(2 * n, len(grid.test_indices)),
+                                            replace=False), 2)
+    x, y = grid.get_float(calibration)
+    with_glasses = y[:, 1].numpy() > 0.5
+    ink = float(PixelMeter()(x)[with_glasses, 1].mean())
+    meter = PixelMeter(ink)
+    x, y = grid.get_float(test)
+    pred = meter(x)
+    r2 = r_squared(pred, y.numpy())
+    r2.pop("smile")
+    return meter, {"glasses_ink_of_renders": round(ink, 4), "n_calibration": int(len(calibration)),
+                   "n_test": int(len(test)), "r2_test_renders": r2}
 
 
 class AttributeMeter:
@@ -256,11 +379,17 @@ def load_or_train_regressor(path: str, steps: int, n_train: int, seed: int, retr
     return model, info
 
 
-def regressor_crosstalk(regressor: "AttributeMeter", faces: int, seed: int) -> dict:
+def regressor_crosstalk(regressor: "AttributeMeter", faces: int, seed: int, smile_extent: float = 1.0) -> dict:
     """The measurement's own floor: how far the meter's other readings move when *only* the true smile
     changes (renders of `faces` random grid faces at all 10 smile levels, softened like a decode), in the
-    same units as `other_movement_pct`. Movement in a sweep well above this is the decoded face changing."""
+    same units as `other_movement_pct`. Movement in a sweep well above this is the decoded face changing.
+
+    smile_extent > 1 renders the 10 levels over ±smile_extent instead of the grid's ±1: mouths curved
+    beyond anything the meters were fitted on, as the decodes at α = ±2 have (up to 1.4 the stroke still
+    fits the renderer's mouth window but for a fraction of a pixel)."""
     grid = load_dataset(DataConfig(name="smileys"))
+    if smile_extent != 1.0:
+        grid.factor_values[0] = np.linspace(-smile_extent, smile_extent, grid.factor_sizes[0])
     rng = np.random.default_rng(seed + 2)
     base = np.stack([rng.integers(0, n, faces) for n in grid.factor_sizes], axis=1)
     readings_by_level = []
@@ -292,15 +421,22 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(spearmanr(x, y).statistic)
 
 
-def sweep(run, mu: torch.Tensor, vector: np.ndarray, regressor: AttributeMeter) -> np.ndarray:
-    """Measured attributes (n_alpha, n_faces, 6) of decode(mu + α v)."""
+def sweep(run, mu: torch.Tensor, vector: np.ndarray, regressor: AttributeMeter,
+          pixel_meter: PixelMeter) -> tuple[np.ndarray, np.ndarray]:
+    """Attributes of decode(mu + α v): (n_alpha, n_faces, 6) as the regressors read them, and
+    (n_alpha, n_faces, 7) with the smile from the regressor, every other attribute from the pixels and the
+    face's saturation last."""
     v = torch.as_tensor(vector, dtype=mu.dtype).reshape(1, *mu.shape[1:])
-    out = []
+    by_regressor, by_pixels = [], []
     with torch.no_grad():
         for alpha in ALPHAS:
             images = run.model.decode_image(mu + float(alpha) * v)
-            out.append(regressor(images))
-    return np.stack(out)
+            read = regressor(images)
+            pixels = pixel_meter.with_saturation(images)
+            pixels[:, 0] = read[:, 0]
+            by_regressor.append(read)
+            by_pixels.append(pixels)
+    return np.stack(by_regressor), np.stack(by_pixels)
 
 
 def summarise_sweep(measured: np.ndarray) -> dict:
@@ -354,9 +490,29 @@ def measure(run_dir: str, faces: int, seed: int, regressor_path: str, regressor_
         recon = run.model.decode_image(mu)
     regressor_info["r2_run_reconstructions"] = r_squared(regressor(recon), labels.numpy())
     regressor_info["crosstalk_pct"] = regressor_crosstalk(regressor, faces, seed)
+    regressor_info["crosstalk_pct_smile_to_1.4"] = regressor_crosstalk(regressor, faces, seed, smile_extent=1.4)
+    pixel_meter, pixel_info = calibrated_pixel_meter(seed)
+    pixel_recon = pixel_meter(recon)
+    pixel_recon[:, 0] = labels[:, 0].numpy()   # (no smile reading: keep r_squared's columns aligned)
+    pixel_info["r2_run_reconstructions"] = {k: v for k, v in r_squared(pixel_recon, labels.numpy()).items()
+                                            if k != "smile"}
+    pixel_info["crosstalk_pct"] = regressor_crosstalk(pixel_meter, faces, seed)
+    pixel_info["crosstalk_pct_smile_to_1.4"] = regressor_crosstalk(pixel_meter, faces, seed, smile_extent=1.4)
     vectors = {"plain": smile["vector"], "corrected": smile["corrected"]["vector"]}
-    results = {name: summarise_sweep(sweep(run, mu, np.asarray(v, dtype=np.float32), regressor))
-               for name, v in vectors.items()}
+    results = {}
+    for name, v in vectors.items():
+        by_regressor, by_pixels = sweep(run, mu, np.asarray(v, dtype=np.float32), regressor, pixel_meter)
+        # The target is checked on the pixel readings (the attributes' definitions); the CNN's are kept
+        # beside them so the two meters can be compared on the same decoded faces.
+        results[name] = summarise_sweep(by_pixels[..., :6])
+        saturation = by_pixels[..., 6]
+        results[name]["mean_face_saturation_by_alpha"] = [round(float(m), 3) for m in saturation.mean(axis=1)]
+        results[name]["face_saturation_movement_pct"] = round(
+            float(np.abs(saturation - saturation[len(ALPHAS) // 2]).max(axis=0).mean() * 100), 2)
+        results[name]["cnn_other_movement_pct"] = other_movement_pct(by_regressor)
+        results[name]["cnn_meets_targets_per_face"] = bool(
+            results[name]["spearman_per_face_median"] >= 0.95 and
+            max(results[name]["cnn_other_movement_pct"].values()) <= 10.0)
     return {
         "run": run_dir, "step": run.step, "faces": int(len(index)), "seed": seed,
         "alphas": [float(a) for a in ALPHAS],
@@ -364,6 +520,7 @@ def measure(run_dir: str, faces: int, seed: int, regressor_path: str, regressor_
         "confounder": smile["corrected"].get("confounder"),
         "confounder_correlation": smile["corrected"].get("correlation"),
         "regressor": regressor_info,
+        "pixel_meter": pixel_info,
         "vectors": results,
         "targets": {"spearman": 0.95, "other_movement_pct": 10.0},
         "versions": {"torch": torch.__version__, "numpy": np.__version__},
@@ -376,23 +533,43 @@ def table(result: dict) -> str:
     for key in ("spearman_pooled", "spearman_per_face_median", "spearman_mean_curve", "smile_gain_pct_of_range",
                 "faces_with_spearman_ge_095_pct"):
         rows.append((key, f"{p[key]:.3f}", f"{c[key]:.3f}"))
-    floor = result["regressor"].get("crosstalk_pct", {})
-    for name in ATTRIBUTES[1:]:
-        label = f"{name} moves (% of range; meter floor {floor[name]:.1f})" if name in floor else \
-            f"{name} moves (% of range)"
-        rows.append((label, f"{p['other_movement_pct'][name]:.1f}", f"{c['other_movement_pct'][name]:.1f}"))
+    for meter, key, info in (("pixels", "other_movement_pct", result.get("pixel_meter", {})),
+                             ("CNN", "cnn_other_movement_pct", result["regressor"])):
+        if key not in p:
+            continue
+        floor = info.get("crosstalk_pct", {})
+        for name in ATTRIBUTES[1:]:
+            label = f"{name} moves, {meter} (% of range; meter floor {floor[name]:.1f})" if name in floor else \
+                f"{name} moves, {meter} (% of range)"
+            rows.append((label, f"{p[key][name]:.1f}", f"{c[key][name]:.1f}"))
+    if "face_saturation_movement_pct" in p:
+        rows.append(("face saturation moves, pixels (not an attribute; renders 0.5)",
+                     f"{p['face_saturation_movement_pct']:.1f}", f"{c['face_saturation_movement_pct']:.1f}"))
     rows.append(("meets targets, pooled Spearman (>= 0.95, others <= 10 %)", str(p["meets_targets"]),
                  str(c["meets_targets"])))
     rows.append(("meets targets, per-face median Spearman", str(p["meets_targets_per_face"]),
                  str(c["meets_targets_per_face"])))
+    if "cnn_meets_targets_per_face" in p:
+        rows.append(("  the same with the CNN's readings of the others", str(p["cnn_meets_targets_per_face"]),
+                     str(c["cnn_meets_targets_per_face"])))
     width = max(len(r[0]) for r in rows)
     lines = [f"{r[0]:<{width}}  {r[1]:>10}  {r[2]:>10}" for r in rows]
     r2 = result["regressor"]
     lines.append("CNN R² (held-out renders): " +
                  ", ".join(f"{k} {v:.3f}" for k, v in r2["r2_test_renders"].items()))
     lines.append(f"smile ridge on mouth crops R² (held-out renders): {r2['smile_ridge']['r2_smile_test_renders']:.3f}")
+    for meter, info in (("CNN", r2), ("pixel meter", result.get("pixel_meter", {}))):
+        if "crosstalk_pct_smile_to_1.4" in info:
+            lines.append(f"{meter} floor on renders with smile up to ±1.4 (beyond the grid): " +
+                         ", ".join(f"{k} {v:.1f} %" for k, v in info["crosstalk_pct_smile_to_1.4"].items()))
     lines.append("measured R² on the run's reconstructions (smile: ridge): " +
                  ", ".join(f"{k} {v:.3f}" for k, v in r2["r2_run_reconstructions"].items()))
+    if "pixel_meter" in result:
+        px = result["pixel_meter"]
+        lines.append("pixel meter R² (held-out renders): " +
+                     ", ".join(f"{k} {v:.4f}" for k, v in px["r2_test_renders"].items()))
+        lines.append("pixel meter R² on the run's reconstructions: " +
+                     ", ".join(f"{k} {v:.3f}" for k, v in px["r2_run_reconstructions"].items()))
     return "\n".join(lines)
 
 
