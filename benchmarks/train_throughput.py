@@ -12,8 +12,14 @@ The trainer is measured twice, both through its real code path:
   - `step_images_per_s`: `training.trainer.train_step` alone on batches from `BatchSampler`.
 The machines are shared and noisy: compare ratios from the same run, and run it more than once.
 
-    python benchmarks/train_throughput.py [--steps 60] [--warmup 5] [--rounds 3] [--threads N]
-                                          [--baseline PATH] [--data-dir PATH] [--device cpu|cuda]
+    python benchmarks/train_throughput.py [--steps 60] [--warmup 5] [--rounds 3] [--threads N] [--compile]
+                                          [--tuned-baseline] [--baseline PATH] [--data-dir PATH]
+                                          [--device cpu|cuda]
+
+On the CPU, train() lets glibc keep freed memory (training.trainer.keep_freed_memory), which removes the
+page faults of re-allocating the same activation buffers every step; the baseline runs as the notebook
+has it. --tuned-baseline runs it a second time with the same allocator policy, to show how much of the
+ratio that policy is.
 """
 from __future__ import annotations
 
@@ -32,8 +38,8 @@ sys.path.insert(0, REPO_ROOT)
 import torch  # noqa: E402
 
 from training.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from training.trainer import (Amp, BatchSampler, build_seeded_model, has_convs, load_training_dataset,  # noqa: E402
-                              make_optimizer, resolve_device, train, train_step)
+from training.trainer import (Amp, BatchSampler, build_seeded_model, has_convs, keep_freed_memory,  # noqa: E402
+                              load_training_dataset, make_optimizer, resolve_device, train, train_step)
 
 DEFAULT_BASELINE = os.path.join(REPO_ROOT, "..", "shared", "bench", "seed_baseline.py")
 DEFAULT_DATA_DIR = os.path.join(REPO_ROOT, "..", "shared", "data")
@@ -50,8 +56,18 @@ def seed_run_config(steps: int, batch: int, data_dir: str, device: str, channels
                           channels_last=channels_last, compile=compile, seed=0))
 
 
-def run_baseline(path: str, steps: int, warmup: int, batch: int, threads: Optional[int]) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
+# The same allocator policy as training.trainer.keep_freed_memory, set through glibc's environment, for
+# the comparison run of the baseline (--tuned-baseline).
+KEEP_FREED_TUNABLES = "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=1073741824"
+
+
+def run_baseline(path: str, steps: int, warmup: int, batch: int, threads: Optional[int],
+                 keep_freed: bool = False) -> dict:
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    if keep_freed:
+        env["GLIBC_TUNABLES"] = KEEP_FREED_TUNABLES
     proc = subprocess.run([sys.executable, path, "--steps", str(steps), "--warmup", str(warmup), "--batch", str(batch)],
                           capture_output=True, text=True, timeout=3600, env=env)
     if proc.returncode != 0:
@@ -81,6 +97,8 @@ def measure_train_loop(cfg: RunConfig, warmup: int, steps: int) -> float:
 def measure_train_step(cfg: RunConfig, warmup: int, steps: int) -> float:
     """images/s of train_step alone, on batches drawn the way train() draws them."""
     device = resolve_device(cfg.train.device)
+    if device.type == "cpu":
+        keep_freed_memory()       # as train() does
     dataset = load_training_dataset(cfg)
     model = build_seeded_model(cfg, device)
     model.train()
@@ -113,6 +131,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1,
                     help="alternate baseline and trainer this many times (on a busy machine: compare the pairs)")
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--tuned-baseline", action="store_true",
+                    help="also run the baseline with the trainer's allocator policy (glibc keeps freed memory; "
+                         "see training.trainer.keep_freed_memory) and report the ratio against that too")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -125,12 +146,16 @@ def main() -> None:
     for _ in range(args.rounds):
         baseline = None if args.skip_baseline else run_baseline(args.baseline, args.steps, args.warmup, args.batch,
                                                                 args.threads)["images_per_s"]
+        tuned = run_baseline(args.baseline, args.steps, args.warmup, args.batch, args.threads,
+                             keep_freed=True)["images_per_s"] if args.tuned_baseline else None
         loop = measure_train_loop(make_cfg(), args.warmup, args.steps)
         step = measure_train_step(make_cfg(), args.warmup, args.steps)
         rounds.append({"baseline_images_per_s": baseline, "trainer_images_per_s": round(loop, 1),
                        "step_images_per_s": round(step, 1),
                        "ratio": round(loop / baseline, 2) if baseline else None,
                        "step_ratio": round(step / baseline, 2) if baseline else None})
+        if tuned:
+            rounds[-1].update({"tuned_baseline_images_per_s": tuned, "ratio_vs_tuned_baseline": round(loop / tuned, 2)})
     result = dict(rounds[len(rounds) // 2] if len(rounds) == 1 else median_round(rounds))
     result.update({"steps": args.steps, "warmup": args.warmup, "batch": args.batch, "device": args.device,
                    "channels_last": not args.no_channels_last, "compile": args.compile, "threads": torch.get_num_threads(),
