@@ -180,7 +180,7 @@ class PixelMeter:
       face's towards the glasses' colour (on a render, exactly the glasses' coverage of the pixel); the
       reading is the least-squares multiple of the lens pattern a render would have on the measured face,
       over the same reading of renders (a rendered pair reads 1, no glasses 0). Blur spreads the ink off
-      the pattern (after a 3×3 box blur rendered glasses read 0.81), so readings compare faces of about
+      the pattern (after a 3×3 box blur rendered glasses read 0.67), so readings compare faces of about
       the same sharpness, which a sweep of one face does; decodes are sharper than that (R² 0.99 on the
       bundled run's reconstructions).
     Why both meters: the CNN learned its readings from crisp renders with one face saturation. Decoded faces
