@@ -276,10 +276,13 @@ def step():
     opt.step()
 for _ in range(3):
     step()                                        # warm-up: the first touches fault either way
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(10):
-    step()
-print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+windows = []
+for _ in range(4):                                # the quietest of 4 windows of 5 steps: a window in which
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt   # the heap still grew does not decide
+    for _ in range(5):
+        step()
+    windows.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(kept, min(windows))
 """
 
 
@@ -297,6 +300,6 @@ def test_cpu_training_keeps_freed_activation_buffers_instead_of_faulting_them_in
     kept, with_setting = faults(True)
     _, without = faults(False)
     assert kept == "True"
-    # glibc's default mmaps and unmaps each 6.5 MB buffer: ~11,000 page faults per step (measured).
-    assert without > 10 * 2000, (without, with_setting)
-    assert with_setting < 500, (without, with_setting)
+    # glibc's default mmaps and unmaps each 6.5 MB buffer: ~6,000-10,000 page faults per step (measured).
+    assert without > 5 * 2000, (without, with_setting)
+    assert with_setting < 200, (without, with_setting)
