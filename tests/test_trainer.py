@@ -293,13 +293,16 @@ def test_cpu_training_keeps_freed_activation_buffers_instead_of_faulting_them_in
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
     def faults(keep: bool) -> tuple:
-        out = subprocess.run([sys.executable, "-c", PAGE_FAULT_PROBE.format(root=root, keep=keep)],
-                             capture_output=True, text=True, check=True).stdout.split()
-        return out[0], int(out[1])
+        proc = subprocess.run([sys.executable, "-c", PAGE_FAULT_PROBE.format(root=root, keep=keep)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out = proc.stdout.split()
+        return out[-2], int(out[-1])
 
     kept, with_setting = faults(True)
     _, without = faults(False)
     assert kept == "True"
-    # glibc's default mmaps and unmaps each 6.5 MB buffer: ~6,000-10,000 page faults per step (measured).
-    assert without > 5 * 2000, (without, with_setting)
-    assert with_setting < 200, (without, with_setting)
+    # glibc's default mmaps and unmaps each 6.5 MB buffer: ~6,000-10,000 page faults per step (measured;
+    # 0 with the setting). Compared as a ratio, so that a busy machine cannot decide the outcome.
+    assert without > 5000, (without, with_setting)
+    assert with_setting * 20 < without, (without, with_setting)
