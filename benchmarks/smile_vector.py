@@ -219,10 +219,11 @@ class PixelMeter:
         saturation = np.zeros(n)
         face_luma = np.zeros(n)
         for i in range(n):
-            pixels = x[i][:, face[i]] if face[i].any() else x[i].reshape(3, -1)
-            r, g, b = np.median(pixels, axis=1) / 255.0
+            # A face with no face pixels (a blank decode) reads the whole image instead.
+            own = face[i] if face[i].any() else np.ones_like(face[i])
+            r, g, b = np.median(x[i][:, own], axis=1) / 255.0
             hue[i], saturation[i], _ = colorsys.rgb_to_hsv(r, g, b)
-            face_luma[i] = np.median(luma[i][face[i]]) if face[i].any() else luma[i].mean()
+            face_luma[i] = np.median(luma[i][own])
         glasses_luma = float(np.dot(GLASSES_COLOUR, LUMA))
         ink = np.clip((face_luma[:, None, None] - luma) / np.maximum(face_luma - glasses_luma, 1.0)[:, None, None],
                       0.0, 1.0)
@@ -281,9 +282,12 @@ class AttributeMeter:
     def __init__(self, cnn: AttributeRegressor, smile_ridge):
         self.cnn, self.smile_ridge = cnn, smile_ridge
 
-    def __call__(self, images: torch.Tensor) -> np.ndarray:
+    def __call__(self, images: torch.Tensor, placement: np.ndarray | None = None) -> np.ndarray:
+        """`placement`: the images' (size, pos_x, pos_y) when the pixel meter has already read them."""
         values = predict_cnn(self.cnn, images)
-        values[:, 0] = self.smile_ridge.predict(mouth_crops(images, crop_placement(images)))
+        if placement is None:
+            placement = crop_placement(images)
+        values[:, 0] = self.smile_ridge.predict(mouth_crops(images, placement))
         return values
 
 
@@ -440,8 +444,8 @@ def sweep(run, mu: torch.Tensor, vector: np.ndarray, regressor: AttributeMeter,
     with torch.no_grad():
         for alpha in ALPHAS:
             images = run.model.decode_image(mu + float(alpha) * v)
-            read = regressor(images)
             pixels = pixel_meter.with_saturation(images)
+            read = regressor(images, placement=pixels[:, 3:6])   # the geometry columns need no calibration
             pixels[:, 0] = read[:, 0]
             by_regressor.append(read)
             by_pixels.append(pixels)
