@@ -9,7 +9,9 @@ Conv stage: Conv2d(kernel k, stride 2) [+ BatchNorm] + activation
   k = 4: padding 1 (Burgess et al.); k = 3: padding 1, and the transposed conv uses
   output_padding 1 (the seed notebook's model). Both halve / double the side exactly.
 Decoder: mirror stages (ConvTranspose2d) down to hidden[0], one more ConvTranspose2d
-at hidden[0] channels back to full size, then a 3x3 Conv2d to the image channels.
+at hidden[0] channels back to full size, then a 3x3 Conv2d to the image channels (OutputConv2d:
+an nn.Conv2d with a faster CPU path for one output channel, training/models/output_conv.py).
+Activations inside stages work in place (stage_activation).
 "resnet" adds a residual block (two 3x3 convs + identity skip) after every stage.
 
 fc_dim = 0 is the seed notebook's layout: the latent heads read the flattened conv
@@ -28,6 +30,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from .output_conv import OutputConv2d
 
 ARCHS = ("mlp", "conv", "resnet")
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU}
@@ -35,8 +38,15 @@ ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU}
 KERNEL_PADDING = {4: (1, 0), 3: (1, 1)}
 
 
-def activation(name: str) -> nn.Module:
-    return ACTIVATIONS[name]()
+def activation(name: str, inplace: bool = False) -> nn.Module:
+    return ACTIVATIONS[name](inplace=inplace)
+
+
+def stage_activation(name: str) -> nn.Module:
+    """The activation after a conv or BatchNorm inside a stage: in place, since neither layer's backward
+    reads its own output (autograd would refuse otherwise), which saves one feature-map-sized buffer
+    per stage and a pass over memory."""
+    return activation(name, inplace=True)
 
 
 def padded_size(image_size: int, stages: int) -> int:
@@ -58,11 +68,11 @@ class ResidualBlock(nn.Module):
         layers = [nn.Conv2d(channels, channels, 3, padding=1, bias=not batch_norm)]
         if batch_norm:
             layers.append(nn.BatchNorm2d(channels))
-        layers += [activation(act), nn.Conv2d(channels, channels, 3, padding=1, bias=not batch_norm)]
+        layers += [stage_activation(act), nn.Conv2d(channels, channels, 3, padding=1, bias=not batch_norm)]
         if batch_norm:
             layers.append(nn.BatchNorm2d(channels))
         self.body = nn.Sequential(*layers)
-        self.act = activation(act)
+        self.act = stage_activation(act)  # acts on the fresh sum x + body(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(x + self.body(x))
@@ -74,7 +84,7 @@ def down_stage(c_in: int, c_out: int, kernel: int, batch_norm: bool, act: str, r
     layers = [nn.Conv2d(c_in, c_out, kernel, 2, padding)]
     if batch_norm:
         layers.append(nn.BatchNorm2d(c_out))
-    layers.append(activation(act))
+    layers.append(stage_activation(act))
     if residual:
         layers.append(ResidualBlock(c_out, batch_norm, act))
     return nn.Sequential(*layers)
@@ -85,7 +95,7 @@ def up_stage(c_in: int, c_out: int, kernel: int, batch_norm: bool, act: str, res
     layers = [nn.ConvTranspose2d(c_in, c_out, kernel, 2, padding, output_padding=output_padding)]
     if batch_norm:
         layers.append(nn.BatchNorm2d(c_out))
-    layers.append(activation(act))
+    layers.append(stage_activation(act))
     if residual:
         layers.append(ResidualBlock(c_out, batch_norm, act))
     return nn.Sequential(*layers)
@@ -129,7 +139,7 @@ class UpStack(nn.Module):
                                       for a, b in zip(rev[:-1], rev[1:])])
         self.final = nn.Sequential(
             up_stage(rev[-1], rev[-1], kernel, batch_norm, act, residual),
-            nn.Conv2d(rev[-1], channels, 3, padding=1),
+            OutputConv2d(rev[-1], channels),
             output_activation(likelihood))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
