@@ -1,4 +1,4 @@
-"""The decoders' last layer, a 3x3 convolution to the 1 or 3 image channels, as plain matrix products.
+"""The decoders' last layer, a 3x3 convolution to a grey image's one channel, as plain matrix products.
 
 oneDNN handles a convolution to a single output channel poorly: on the seed network (16 -> 1 channel
 at 32x32, batch 100) its forward and backward take about 4 ms of a ~27 ms CPU training step, several
