@@ -61,6 +61,9 @@ def test_module_takes_the_matrix_path_only_where_it_is_faster(monkeypatch):
         out = module.double()(image) if image.dtype == torch.float64 else module.float()(image)
         assert len(calls) == expected
         assert torch.allclose(out, F.conv2d(image, module.weight, module.bias, padding=1), atol=1e-5)
+    calls.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):   # autocast: oneDNN, which casts to bfloat16
+        assert one.float()(x.contiguous(memory_format=CL)).dtype == torch.bfloat16 and not calls
     # Same parameters and state_dict keys as nn.Conv2d(4, 1, 3, padding=1).
     assert list(one.state_dict()) == list(torch.nn.Conv2d(4, 1, 3, padding=1).state_dict())
 

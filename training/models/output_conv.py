@@ -15,7 +15,7 @@ them as single kernels instead of tracing the Python loops.
 
 `OutputConv2d` is an nn.Conv2d(in_channels, out_channels, 3, padding=1) (same parameters, same
 state_dict keys) that takes this path for at most MAX_OUT_CHANNELS output channels on a float32
-channels-last CPU input, and nn.Conv2d's own path otherwise. The ops themselves are correct for any
+channels-last CPU input outside autocast, and nn.Conv2d's own path otherwise. The ops themselves are correct for any
 number of output channels (tests check 1 and 3).
 """
 from __future__ import annotations
@@ -117,6 +117,7 @@ class OutputConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
                 and self.out_channels <= MAX_OUT_CHANNELS and self.weight.dtype == torch.float32
-                and x.is_contiguous(memory_format=torch.channels_last)):
+                and x.is_contiguous(memory_format=torch.channels_last)
+                and not torch.is_autocast_enabled("cpu")):  # autocast's casts happen inside F.conv2d
             return output_conv3x3(x, self.weight, self.bias)
         return super().forward(x)
