@@ -69,17 +69,11 @@ def layer_rounds(batch, c_in, c_out, side, rounds, calls):
 
 
 def step_rounds(rounds, steps):
-    from train_throughput import DEFAULT_DATA_DIR, seed_run_config
-    from training.trainer import (Amp, BatchSampler, build_seeded_model, load_training_dataset, make_optimizer,
-                                  train_step)
+    from train_throughput import DEFAULT_DATA_DIR, seed_run_config, training_state
+    from training.trainer import train_step
 
     cfg = seed_run_config(steps, 100, DEFAULT_DATA_DIR, "cpu", channels_last=True)
-    dataset = load_training_dataset(cfg)
-    model = build_seeded_model(cfg, torch.device("cpu"))
-    model.train()
-    optimizer = make_optimizer(model, cfg.train)
-    amp = Amp(torch.device("cpu"), False)
-    batches = BatchSampler(dataset, 100, 0, torch.device("cpu"), channels_last=True)
+    model, optimizer, amp, batches = training_state(cfg)
     default = output_conv.MAX_OUT_CHANNELS
 
     def window(max_out_channels):
@@ -92,7 +86,8 @@ def step_rounds(rounds, steps):
 
     samples = {"native": [], "matrix": []}
     try:
-        window(default), window(0)
+        for max_out_channels in (default, 0):  # warm-up of both paths, not recorded
+            window(max_out_channels)
         for _ in range(rounds):
             samples["native"].append(window(0))
             samples["matrix"].append(window(default))

@@ -94,8 +94,8 @@ def measure_train_loop(cfg: RunConfig, warmup: int, steps: int) -> float:
     return images / seconds
 
 
-def measure_train_step(cfg: RunConfig, warmup: int, steps: int) -> float:
-    """images/s of train_step alone, on batches drawn the way train() draws them."""
+def training_state(cfg: RunConfig):
+    """(model, optimizer, amp, batches) set up the way train() sets them up, for timing train_step."""
     device = resolve_device(cfg.train.device)
     if device.type == "cpu":
         keep_freed_memory()       # as train() does
@@ -106,6 +106,12 @@ def measure_train_step(cfg: RunConfig, warmup: int, steps: int) -> float:
     amp = Amp(device, cfg.train.amp)
     batches = BatchSampler(dataset, cfg.train.batch_size, cfg.train.seed, device,
                            channels_last=cfg.train.channels_last and has_convs(model))
+    return model, optimizer, amp, batches
+
+
+def measure_train_step(cfg: RunConfig, warmup: int, steps: int) -> float:
+    """images/s of train_step alone, on batches drawn the way train() draws them."""
+    model, optimizer, amp, batches = training_state(cfg)
     for step in range(warmup):
         train_step(model, optimizer, amp, batches.next(), step, cfg.train.grad_clip)
     float(train_step(model, optimizer, amp, batches.next(), warmup, cfg.train.grad_clip).loss.detach())  # sync

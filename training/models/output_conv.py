@@ -15,16 +15,16 @@ them as single kernels instead of tracing the Python loops.
 
 `OutputConv2d` is an nn.Conv2d(in_channels, out_channels, 3, padding=1) (same parameters, same
 state_dict keys) that takes this path for at most MAX_OUT_CHANNELS output channels on a float32
-channels-last CPU input outside autocast, and nn.Conv2d's own path otherwise. The ops themselves are correct for any
-number of output channels (tests check 1 and 3).
+channels-last CPU input outside autocast, and nn.Conv2d's own path otherwise. The ops themselves are
+correct for any number of output channels (tests check 1 and 3).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-# Measured against oneDNN on fp32 forward + backward: 1 output channel is 25-35 % faster at 32 and
-# 64 px with 16 or 32 input channels; 3 output channels are 30-100 % slower, so RGB keeps oneDNN.
+# benchmarks/output_conv.py, fp32 forward + backward against oneDNN: 1 output channel is 1.37-1.50x
+# faster at 32 and 64 px with 16 or 32 input channels; 3 output channels are 0.66x, so RGB keeps oneDNN.
 MAX_OUT_CHANNELS = 1
 TAPS = [(i, j) for i in range(3) for j in range(3)]  # tap (i, j) reads the input at (h + i - 1, w + j - 1)
 
