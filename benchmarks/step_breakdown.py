@@ -7,9 +7,13 @@ each part of the step is from that budget, on the machine it runs on:
    the step time that 3x needs: batch / (3 x baseline images/s);
 2. the trainer's step (training.trainer.train_step on the seed network, set up as train() sets it up);
 3. the same step with every ATen / custom op timed one by one (a TorchDispatchMode), grouped by what the op
-   does; "outside ops" is the step minus all op time: Python, the autograd engine, dispatch;
+   does (timed in a separate run, so the groups' sum is only roughly the step: the gap is Python, the
+   autograd engine and dispatch, and the timer's own cost moves it either way);
 4. what oneDNN's own primitives take inside the convolutions (ONEDNN_VERBOSE exec times, a subprocess):
-   the floor for the convolutions as long as PyTorch's CPU kernels run them.
+   the floor for the convolutions as long as PyTorch's CPU kernels run them;
+5. the step of a stripped copy of the network whose batch norms and activations are identities and whose
+   output conv is a channel slice, in windows alternating with the real step: a lower bound for any
+   fusion of those layers that keeps oneDNN's convolutions (they would cost at least nothing).
 
 Prints one JSON object (milliseconds per step).
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import copy
 import json
 import os
 import re
@@ -35,7 +40,10 @@ import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from train_throughput import DEFAULT_BASELINE, DEFAULT_DATA_DIR, run_baseline, seed_run_config, training_state  # noqa: E402
-from training.trainer import train_step  # noqa: E402
+from torch import nn  # noqa: E402
+
+from training.models.output_conv import OutputConv2d  # noqa: E402
+from training.trainer import make_optimizer, train_step  # noqa: E402
 
 # Op name prefix -> group, first match wins (names as torch prints an OpOverload: "aten.mm.default").
 GROUPS = [("aten.convolution_backward.", "convolutions, backward"),
@@ -75,6 +83,37 @@ def step_times(state, steps: int, rounds: int) -> list:
             train_step(model, optimizer, amp, batches.next(), 10, 1.0)
         times.append((time.perf_counter() - start) / steps * 1e3)
     return times
+
+
+class FirstChannel(nn.Module):
+    """Stands in for the output conv in the stripped network: (B, C, H, W) -> (B, 1, H, W) for free."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :1]
+
+
+def stripped(module: nn.Module) -> nn.Module:
+    """module with BatchNorm2d / LeakyReLU replaced by identities and OutputConv2d by FirstChannel."""
+    for name, child in module.named_children():
+        if isinstance(child, (nn.BatchNorm2d, nn.LeakyReLU)):
+            setattr(module, name, nn.Identity())
+        elif isinstance(child, OutputConv2d):
+            setattr(module, name, FirstChannel())
+        else:
+            stripped(child)
+    return module
+
+
+def paired_steps(state, cfg, steps: int, rounds: int) -> tuple:
+    """Median step ms of the real network and of its stripped copy, timed in alternating windows."""
+    model, optimizer, amp, batches = state
+    bare = stripped(copy.deepcopy(model))
+    bare_state = (bare, make_optimizer(bare, cfg.train), amp, batches)
+    real, lower = [], []
+    for _ in range(rounds):
+        real += step_times(state, steps, 1)
+        lower += step_times(bare_state, steps, 1)
+    return statistics.median(real), statistics.median(lower)
 
 
 def op_breakdown(state, steps: int) -> dict:
@@ -138,15 +177,17 @@ def main() -> None:
     if not args.skip_baseline:
         baseline = statistics.median(run_baseline(args.baseline, 60, 5, 100, args.threads)["images_per_s"]
                                      for _ in range(3))
-    state = training_state(seed_run_config(args.steps, 100, args.data_dir, "cpu", True))
-    step_ms = statistics.median(step_times(state, args.steps, args.rounds))
+    cfg = seed_run_config(args.steps, 100, args.data_dir, "cpu", True)
+    state = training_state(cfg)
+    step_ms, stripped_ms = paired_steps(state, cfg, args.steps, args.rounds)
     groups = op_breakdown(state, args.steps * 2)
-    groups["outside ops (Python, autograd engine, dispatch)"] = step_ms - sum(groups.values())
     onednn = onednn_exec_ms(args.steps * 2, args.threads)
     result = {
         "step_ms": round(step_ms, 2),
         "trainer_images_per_s": round(100 / step_ms * 1e3, 1),
+        "stripped_step_ms": round(stripped_ms, 2),
         "groups_ms": {k: round(v, 2) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
+        "ops_sum_ms": round(sum(groups.values()), 2),
         "onednn_exec_ms": {k: round(v, 2) for k, v in sorted(onednn.items(), key=lambda kv: -kv[1])},
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "onednn": onednn_version(),
@@ -157,7 +198,8 @@ def main() -> None:
         # What 3x leaves for everything that is not a oneDNN convolution, against what that takes now.
         result.update({"baseline_images_per_s": baseline, "ratio": round(100 / step_ms * 1e3 / baseline, 2),
                        "step_ms_for_3x": round(budget, 2), "convolutions_ms": round(convs, 2),
-                       "rest_ms": round(step_ms - convs, 2), "rest_ms_for_3x": round(budget - convs, 2)})
+                       "rest_ms": round(step_ms - convs, 2), "rest_ms_for_3x": round(budget - convs, 2),
+                       "stripped_ratio": round(100 / stripped_ms * 1e3 / baseline, 2)})
     print(json.dumps(result))
 
 
