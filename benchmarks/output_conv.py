@@ -69,20 +69,15 @@ def layer_rounds(batch, c_in, c_out, side, rounds, calls):
 
 
 def step_rounds(rounds, steps):
-    from train_throughput import DEFAULT_DATA_DIR, seed_run_config, training_state
-    from training.trainer import train_step
+    from train_throughput import DEFAULT_DATA_DIR, ms_per_step, seed_run_config, training_state
 
     cfg = seed_run_config(steps, 100, DEFAULT_DATA_DIR, "cpu", channels_last=True)
-    model, optimizer, amp, batches = training_state(cfg)
+    state = training_state(cfg)
     default = output_conv.MAX_OUT_CHANNELS
 
     def window(max_out_channels):
-        output_conv.MAX_OUT_CHANNELS = max_out_channels
-        train_step(model, optimizer, amp, batches.next(), 0, cfg.train.grad_clip)  # not timed: switch-over
-        start = time.perf_counter()
-        for step in range(steps):
-            train_step(model, optimizer, amp, batches.next(), step, cfg.train.grad_clip)
-        return (time.perf_counter() - start) / steps * 1e3
+        output_conv.MAX_OUT_CHANNELS = max_out_channels  # ms_per_step's untimed first step is the switch-over
+        return ms_per_step(state, steps, cfg.train.grad_clip)
 
     samples = {"native": [], "matrix": []}
     try:

@@ -39,11 +39,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-from train_throughput import DEFAULT_BASELINE, DEFAULT_DATA_DIR, run_baseline, seed_run_config, training_state  # noqa: E402
+from train_throughput import (DEFAULT_BASELINE, DEFAULT_DATA_DIR, ms_per_step, run_baseline,  # noqa: E402
+                              seed_run_config, training_state)
 from torch import nn  # noqa: E402
 
 from training.models.output_conv import OutputConv2d  # noqa: E402
 from training.trainer import make_optimizer, train_step  # noqa: E402
+
+BATCH = 100  # the seed notebook's batch
 
 # Op name prefix -> group, first match wins (names as torch prints an OpOverload: "aten.mm.default").
 GROUPS = [("aten.convolution_backward.", "convolutions, backward"),
@@ -73,18 +76,6 @@ class OpTimer(TorchDispatchMode):
         return out
 
 
-def step_times(state, steps: int, rounds: int) -> list:
-    model, optimizer, amp, batches = state
-    times = []
-    for _ in range(rounds):
-        float(train_step(model, optimizer, amp, batches.next(), 10, 1.0).loss.detach())
-        start = time.perf_counter()
-        for _ in range(steps):
-            train_step(model, optimizer, amp, batches.next(), 10, 1.0)
-        times.append((time.perf_counter() - start) / steps * 1e3)
-    return times
-
-
 class FirstChannel(nn.Module):
     """Stands in for the output conv in the stripped network: (B, C, H, W) -> (B, 1, H, W) for free."""
 
@@ -111,17 +102,17 @@ def paired_steps(state, cfg, steps: int, rounds: int) -> tuple:
     bare_state = (bare, make_optimizer(bare, cfg.train), amp, batches)
     real, lower = [], []
     for _ in range(rounds):
-        real += step_times(state, steps, 1)
-        lower += step_times(bare_state, steps, 1)
+        real.append(ms_per_step(state, steps, cfg.train.grad_clip))
+        lower.append(ms_per_step(bare_state, steps, cfg.train.grad_clip))
     return statistics.median(real), statistics.median(lower)
 
 
-def op_breakdown(state, steps: int) -> dict:
+def op_breakdown(state, cfg, steps: int) -> dict:
     model, optimizer, amp, batches = state
     timer = OpTimer()
     with timer:
-        for _ in range(steps):
-            train_step(model, optimizer, amp, batches.next(), 10, 1.0)
+        for step in range(steps):
+            train_step(model, optimizer, amp, batches.next(), step, cfg.train.grad_clip)
     return {group: seconds / steps * 1e3 for group, seconds in timer.seconds.items()}
 
 
@@ -150,11 +141,13 @@ def onednn_version():
 
 
 def verbose_child(args) -> None:
-    state = training_state(seed_run_config(args.steps, 100, args.data_dir, "cpu", True))
-    step_times(state, 5, 1)  # warm-up: oneDNN creates its primitives on first use
+    cfg = seed_run_config(args.steps, BATCH, args.data_dir, "cpu", True)
+    state = training_state(cfg)
+    ms_per_step(state, 5, cfg.train.grad_clip)  # warm-up: oneDNN creates its primitives on first use
     sys.stdout.flush()
     print("=== timed steps ===", flush=True)
-    step_times(state, args.steps, 1)
+    # ms_per_step runs one step more than it times: count it in the marker's window.
+    ms_per_step(state, args.steps - 1, cfg.train.grad_clip)
     sys.stdout.flush()
 
 
@@ -175,16 +168,16 @@ def main() -> None:
 
     baseline = None
     if not args.skip_baseline:
-        baseline = statistics.median(run_baseline(args.baseline, 60, 5, 100, args.threads)["images_per_s"]
+        baseline = statistics.median(run_baseline(args.baseline, 60, 5, BATCH, args.threads)["images_per_s"]
                                      for _ in range(3))
-    cfg = seed_run_config(args.steps, 100, args.data_dir, "cpu", True)
+    cfg = seed_run_config(args.steps, BATCH, args.data_dir, "cpu", True)
     state = training_state(cfg)
     step_ms, stripped_ms = paired_steps(state, cfg, args.steps, args.rounds)
-    groups = op_breakdown(state, args.steps * 2)
+    groups = op_breakdown(state, cfg, args.steps * 2)
     onednn = onednn_exec_ms(args.steps * 2, args.threads)
     result = {
         "step_ms": round(step_ms, 2),
-        "trainer_images_per_s": round(100 / step_ms * 1e3, 1),
+        "trainer_images_per_s": round(BATCH / step_ms * 1e3, 1),
         "stripped_step_ms": round(stripped_ms, 2),
         "groups_ms": {k: round(v, 2) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
         "ops_sum_ms": round(sum(groups.values()), 2),
@@ -193,13 +186,13 @@ def main() -> None:
         "onednn": onednn_version(),
     }
     if baseline:
-        budget = 100 / (3 * baseline) * 1e3
+        budget = BATCH / (3 * baseline) * 1e3
         convs = groups["convolutions, forward"] + groups["convolutions, backward"]
         # What 3x leaves for everything that is not a oneDNN convolution, against what that takes now.
-        result.update({"baseline_images_per_s": baseline, "ratio": round(100 / step_ms * 1e3 / baseline, 2),
+        result.update({"baseline_images_per_s": baseline, "ratio": round(BATCH / step_ms * 1e3 / baseline, 2),
                        "step_ms_for_3x": round(budget, 2), "convolutions_ms": round(convs, 2),
                        "rest_ms": round(step_ms - convs, 2), "rest_ms_for_3x": round(budget - convs, 2),
-                       "stripped_ratio": round(100 / stripped_ms * 1e3 / baseline, 2)})
+                       "stripped_ratio": round(BATCH / stripped_ms * 1e3 / baseline, 2)})
     print(json.dumps(result))
 
 

@@ -38,8 +38,9 @@ sys.path.insert(0, REPO_ROOT)
 import torch  # noqa: E402
 
 from training.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from training.trainer import (Amp, BatchSampler, build_seeded_model, has_convs, keep_freed_memory,  # noqa: E402
-                              load_training_dataset, make_optimizer, resolve_device, train, train_step)
+from training.trainer import (KEEP_FREED_BYTES, Amp, BatchSampler, build_seeded_model, has_convs,  # noqa: E402
+                              keep_freed_memory, load_training_dataset, make_optimizer, resolve_device, train,
+                              train_step)
 
 DEFAULT_BASELINE = os.path.join(REPO_ROOT, "..", "shared", "bench", "seed_baseline.py")
 DEFAULT_DATA_DIR = os.path.join(REPO_ROOT, "..", "shared", "data")
@@ -58,7 +59,7 @@ def seed_run_config(steps: int, batch: int, data_dir: str, device: str, channels
 
 # The same allocator policy as training.trainer.keep_freed_memory, set through glibc's environment, for
 # the comparison run of the baseline (--tuned-baseline).
-KEEP_FREED_TUNABLES = "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=1073741824"
+KEEP_FREED_TUNABLES = f"glibc.malloc.mmap_threshold={KEEP_FREED_BYTES}:glibc.malloc.trim_threshold={KEEP_FREED_BYTES}"
 
 
 def run_baseline(path: str, steps: int, warmup: int, batch: int, threads: Optional[int],
@@ -109,17 +110,25 @@ def training_state(cfg: RunConfig):
     return model, optimizer, amp, batches
 
 
+def ms_per_step(state, steps: int, grad_clip, first_step: int = 0) -> float:
+    """Milliseconds per train_step over `steps` steps on `state` (from training_state), after one untimed
+    step (the end of a warm-up, or a switch-over between variants timed in alternating windows)."""
+    model, optimizer, amp, batches = state
+    float(train_step(model, optimizer, amp, batches.next(), first_step, grad_clip).loss.detach())  # sync
+    start = time.perf_counter()
+    for step in range(first_step + 1, first_step + 1 + steps):
+        out = train_step(model, optimizer, amp, batches.next(), step, grad_clip)
+    float(out.loss.detach())  # wait for the last step (matters on a GPU)
+    return (time.perf_counter() - start) / steps * 1e3
+
+
 def measure_train_step(cfg: RunConfig, warmup: int, steps: int) -> float:
     """images/s of train_step alone, on batches drawn the way train() draws them."""
-    model, optimizer, amp, batches = training_state(cfg)
+    state = training_state(cfg)
+    model, optimizer, amp, batches = state
     for step in range(warmup):
         train_step(model, optimizer, amp, batches.next(), step, cfg.train.grad_clip)
-    float(train_step(model, optimizer, amp, batches.next(), warmup, cfg.train.grad_clip).loss.detach())  # sync
-    start = time.perf_counter()
-    for step in range(warmup + 1, warmup + 1 + steps):
-        out = train_step(model, optimizer, amp, batches.next(), step, cfg.train.grad_clip)
-    float(out.loss.detach())  # wait for the last step (matters on a GPU)
-    return steps * cfg.train.batch_size / (time.perf_counter() - start)
+    return cfg.train.batch_size * 1e3 / ms_per_step(state, steps, cfg.train.grad_clip, first_step=warmup)
 
 
 def main() -> None:
