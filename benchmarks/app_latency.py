@@ -52,7 +52,7 @@ def build_benchmark_run(root: str, n_points: int, use_umap: bool) -> str:
     torch.set_num_threads(1)  # much faster than 2 on a busy 2-core machine for a model this small
     train(cfg, out, progress=False)
     if not use_umap:  # PCA map: same payload shape, no 30-60 s of UMAP JIT on a small machine
-        training.export.fit_map = lambda mu, *args, **kwargs: training.export.pca_2d(mu)
+        training.export.fit_map = lambda mu, *args, **kwargs: training.latent_map.pca_2d(mu)
     export_run(out, n=n_points)
     return root
 

@@ -34,12 +34,11 @@ TARGETS = {"export_s": 120.0, "load_s": 1.0}
 LOAD_SNIPPET = """
 import json, os, sys, time
 import numpy as np
-from training.runfolder import load_run
-from training.export import load_latents
+from training.runfolder import load_latents, load_run
 run_dir = sys.argv[1]
 start = time.perf_counter()
 run = load_run(run_dir)
-latents = load_latents(os.path.join(run_dir, "latents.npz"))
+latents = load_latents(run_dir)
 with open(os.path.join(run_dir, "attributes.json")) as f:
     attributes = json.load(f)
 print(json.dumps({"load_s": time.perf_counter() - start, "points": int(len(latents["mu"])),

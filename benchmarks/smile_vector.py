@@ -478,7 +478,7 @@ def summarise_sweep(measured: np.ndarray) -> dict:
 
 def measure(run_dir: str, faces: int, seed: int, regressor_path: str, regressor_steps: int,
             regressor_train: int, retrain: bool) -> dict:
-    from training.export import open_dataset
+    from training.encoding import open_dataset
     from training.runfolder import load_run
 
     run = load_run(run_dir)

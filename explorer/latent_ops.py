@@ -411,11 +411,11 @@ def place_on_map(run: LoadedRun, z) -> np.ndarray:
     """Map coordinates (B, 2) for latents (D,) or (B, D): inverse-distance weighted kNN (k = 8) over
     latents['mu'] -> latents['xy']. A latent equal to a table point lands exactly on that point.
 
-    The weighting is the export's own (`training.export.place_on_map`, the reference), applied to the
+    The weighting is the export's own (`training.latent_map.place_on_map`, the reference), applied to the
     8 neighbours found here: the search above never copies the table, which matters for VQ-VAE tables
     of 10,000 × 4,096 values.
     """
-    from training.export import place_on_map as reference_placement
+    from training.latent_map import place_on_map as reference_placement
 
     idx, _ = _knn(run, z, KNN_K)
     q = _latents(run, z)

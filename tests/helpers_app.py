@@ -108,7 +108,7 @@ def tiny_runs_root() -> str:
     # The exported 2-D map is fitted by PCA instead of UMAP here: UMAP's first fit JIT-compiles for 20-50 s
     # on 2 cores, and the app treats `xy` the same whichever way it was made (it never fits anything).
     fit_map = training.export.fit_map
-    training.export.fit_map = lambda mu, *args, **kwargs: training.export.pca_2d(mu)
+    training.export.fit_map = lambda mu, *args, **kwargs: training.latent_map.pca_2d(mu)
     try:
         with torch_threads(1):
             build_tiny_run(os.path.join(root, "vae"), "vae", steps=150, n_export=300, evaluate=True)

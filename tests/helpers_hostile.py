@@ -24,7 +24,7 @@ def build_good_run(out_dir: str) -> str:
     from helpers_app import build_tiny_run, torch_threads
 
     fit_map = training.export.fit_map
-    training.export.fit_map = lambda mu, *args, **kwargs: training.export.pca_2d(mu)
+    training.export.fit_map = lambda mu, *args, **kwargs: training.latent_map.pca_2d(mu)
     try:
         with torch_threads(1):
             build_tiny_run(out_dir, "vae", steps=30, n_export=200)

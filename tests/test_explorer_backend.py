@@ -459,7 +459,7 @@ def tiny_run_root(tmp_path_factory):
     """Train a tiny VAE for a few steps on the shipped MNIST test split and export it (engineer C's
     trainer, engineer E's export): a real run folder, as the explorer meets it."""
     from training.config import DataConfig, ModelConfig, TrainConfig
-    from training import export
+    from training import export, latent_map
     from training.trainer import train
 
     shared_data = os.environ["VAE_TEST_MNIST_DIR"]  # official split or its stand-in (tests/conftest.py)
@@ -474,7 +474,7 @@ def tiny_run_root(tmp_path_factory):
     # The export's UMAP fit costs a minute of numba JIT on 2 cores; the explorer does not care how the
     # map was made, so this export uses the export's own PCA fallback for the 2-D coordinates.
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(export, "fit_map", lambda mu, *args, **kwargs: export.pca_2d(mu))
+        mp.setattr(export, "fit_map", lambda mu, *args, **kwargs: latent_map.pca_2d(mu))
         export.export_run(out, n=300, progress=False)
     return str(root)
 

@@ -10,9 +10,10 @@ import torch
 
 from helpers_eval import assert_one_line_user_error, copy_run, python_m_training
 from training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from training.export import (ATTRIBUTES_FILE, LATENTS_FILE, choose_indices, export_run, load_latents,
-                             make_thumbnails, place_on_map)
-from training.runfolder import load_run
+from training.encoding import choose_indices, make_thumbnails
+from training.export import export_run
+from training.latent_map import place_on_map
+from training.runfolder import ATTRIBUTES_FILE, LATENTS_FILE, load_latents, load_run
 
 
 # ---- place_on_map ----------------------------------------------------------------------------------------------
@@ -105,7 +106,7 @@ def test_latents_npz_has_exactly_the_documented_arrays(exported_vae):
 def test_map_keeps_neighbours_close(exported_vae):
     # UMAP preserves local structure: a point's nearest neighbour in mu is near it on the map too.
     path, _ = exported_vae
-    arrays = load_latents(os.path.join(path, LATENTS_FILE))
+    arrays = load_latents(path)
     mu, xy = arrays["mu"].astype(np.float64), arrays["xy"].astype(np.float64)
     d_mu = ((mu[:300, None] - mu[None]) ** 2).sum(-1)
     np.fill_diagonal(d_mu[:, :300], np.inf)
@@ -130,7 +131,7 @@ def test_attributes_json_for_the_digit_label(exported_vae):
 def test_vq_export_has_codes_and_zero_logvar(tmp_path):
     path = copy_run("vq-mnist", str(tmp_path / "vq"))
     export_run(path, n=200, split="test", umap_neighbors=5, seed=0, thumb_size=14)
-    arrays = load_latents(os.path.join(path, LATENTS_FILE))
+    arrays = load_latents(path)
     assert arrays["codes"].shape == (200, 7, 7) and arrays["codes"].dtype == np.int16
     assert arrays["mu"].shape == (200, 4 * 7 * 7)
     assert not arrays["logvar"].any() and not arrays["kl_per_dim"].any()
@@ -196,7 +197,7 @@ def test_dsprites_export_gives_readable_position_vectors(tmp_path):
     # A VAE learns position first: after 300 steps, "posX > median" is read off its latents almost perfectly.
     path = copy_run("vae-dsprites", str(tmp_path / "run"))
     export_run(path, n=2000, split="test", seed=0)
-    arrays = load_latents(os.path.join(path, LATENTS_FILE))
+    arrays = load_latents(path)
     assert list(arrays["label_names"]) == ["shape", "scale", "orientation", "posX", "posY"]
     doc = json.loads(open(os.path.join(path, ATTRIBUTES_FILE)).read())
     assert sorted(doc["attributes"]) == sorted(arrays["label_names"])

@@ -8,10 +8,10 @@ import torch
 
 from helpers_eval import assert_one_line_user_error, copy_run, one_thread, python_m_training, tiny_run
 from training.errors import UserError
-from training.export import encode_split, open_dataset
-from training.prior import (PRIOR_JSON_FILE, PRIOR_WEIGHTS_FILE, GatedPixelCNN, PriorConfig, bits_per_code,
-                            load_prior, save_prior, train_prior)
-from training.runfolder import load_run
+from training.encoding import encode_split, open_dataset
+from training.models.pixelcnn import GatedPixelCNN, PriorConfig
+from training.prior import bits_per_code, train_prior
+from training.runfolder import PRIOR_JSON_FILE, PRIOR_WEIGHTS_FILE, load_prior, load_run, save_prior
 
 
 def positions(height, width):

@@ -16,13 +16,11 @@ The result is the content of `attributes.json` (docs/run-format.md).
 """
 from __future__ import annotations
 
-import json
 import math
 from typing import Optional, Sequence
 
 import numpy as np
 
-from .config import atomic_write_text
 
 FORMAT_VERSION = 1
 BINARY_THRESHOLD = 0.5
@@ -173,6 +171,3 @@ def corrected_entry(mu: np.ndarray, name: str, split: dict, plain: np.ndarray,
             "confounder": best, "correlation": round(best_corr, 6), "balanced": balanced,
             "cells": cells}
 
-
-def save_attributes(path: str, doc: dict) -> None:
-    atomic_write_text(path, json.dumps(doc) + "\n")

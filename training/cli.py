@@ -17,9 +17,9 @@ from .errors import UserError
 
 COMMANDS = {
     "train": "training.trainer",
-    "evaluate": "training.evaluate",
-    "export": "training.export",
-    "train-prior": "training.prior",
+    "evaluate": "training.commands.evaluate",
+    "export": "training.commands.export",
+    "train-prior": "training.commands.train_prior",
     "sweep": "training.sweep",
 }
 

@@ -1,7 +1,4 @@
-"""Evaluate trained runs on held-out data and write metrics.json.
-
-    python -m training evaluate RUN [RUN ...] [--k 1000] [--n-test 1000] [--no-disentanglement]
-                                    [--metric-scale 1.0] [--seed 0] [--device cpu]
+"""Evaluate trained runs on held-out data and write metrics.json (`python -m training evaluate`).
 
 For each run, on `n_test` points of the test split (a seeded choice):
 - ELBO = −(recon + KL) in nats per image (recon averaged over the k importance samples, KL analytic),
@@ -23,28 +20,27 @@ Several runs print one table with a column per run (e.g. VAE vs β-TCVAE side by
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import time
 from typing import Optional, Sequence
 
 import numpy as np
+import sklearn
 import torch
 
-from .config import atomic_write_text
+from .device import resolve_device
+from .encoding import choose_indices, open_dataset
 from .errors import UserError
 from .likelihood import (active_units, bits_per_dim, codebook_usage, has_gaussian_posterior,
                          importance_weighted_batch, log_px_given_z, psnr_from_mse)
+from .metrics import METRIC_NAMES, DatasetSource, evaluate_all, model_representation
+from .runfolder import Metrics, load_run, write_metrics
 
-METRICS_FILE = "metrics.json"
 FORMAT_VERSION = 1
 
 
 def library_versions() -> dict:
-    import sklearn
-
     return {"torch": torch.__version__, "sklearn": sklearn.__version__, "numpy": np.__version__}
 
 
@@ -159,8 +155,6 @@ def summarise(model, acc: HeldOutAccumulator, k: int, gaussian: bool, is_vq: boo
 
 def disentanglement_metrics(model, dataset, seed: int, scale: float, device: str,
                             metrics: Optional[Sequence[str]] = None, jobs: int = 1) -> dict:
-    from .metrics import METRIC_NAMES, DatasetSource, evaluate_all, model_representation
-
     return evaluate_all(DatasetSource(dataset), model_representation(model, device), seed=seed, scale=scale,
                         n_jobs=jobs, metrics=list(metrics) if metrics else list(METRIC_NAMES))
 
@@ -176,10 +170,6 @@ def evaluate_run(run_dir: str, k: int = 1000, n_test: int = 1000, disentanglemen
     (default all; the others are null and listed under settings.skipped). jobs: processes for DCI's
     per-factor classifiers.
     """
-    from .export import choose_indices, open_dataset
-    from .prior import resolve_device
-    from .runfolder import load_run
-
     if k < 0:
         raise UserError(f"--k must be >= 0 (0 skips the importance-weighted NLL), not {k}")
     if n_test < 1:
@@ -189,7 +179,7 @@ def evaluate_run(run_dir: str, k: int = 1000, n_test: int = 1000, disentanglemen
     if jobs < 1:
         raise UserError(f"--jobs must be >= 1, not {jobs}")
     metrics = parse_metric_names(metrics)
-    device = resolve_device(device)
+    device = str(resolve_device(device))
     started = time.perf_counter()
     run = load_run(run_dir, device=device)
     dataset = open_dataset(run)
@@ -203,7 +193,7 @@ def evaluate_run(run_dir: str, k: int = 1000, n_test: int = 1000, disentanglemen
     index, _ = choose_indices(dataset, "test", n_test, seed)
     if progress:
         print(f"evaluating {run_dir} on {len(index)} test images (k = {k})", flush=True)
-    prior = getattr(run, "prior", None)
+    prior = run.prior
     result = {"format_version": FORMAT_VERSION, "run": os.path.basename(os.path.normpath(run_dir)),
               "model": run.config.model.name, "dataset": run.config.data.name,
               "likelihood": run.config.model.likelihood, "step": int(run.step), "split": "test",
@@ -227,7 +217,7 @@ def evaluate_run(run_dir: str, k: int = 1000, n_test: int = 1000, disentanglemen
     result["seconds"] = seconds
     result = json_safe(result)
     if write:
-        atomic_write_text(os.path.join(run_dir, METRICS_FILE), json.dumps(result, indent=2) + "\n")
+        write_metrics(run_dir, result)
     return result
 
 
@@ -244,27 +234,7 @@ def json_safe(value):
     return value
 
 
-def load_metrics(run_dir: str) -> dict:
-    path = os.path.join(run_dir, METRICS_FILE)
-    if not os.path.isfile(path):
-        raise UserError(f"{run_dir}: no {METRICS_FILE} yet (run `python -m training evaluate {run_dir}`)")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({e})")
-
-
 # ---- the table ----------------------------------------------------------------------------------------------
-def _get(metrics: dict, *path):
-    value = metrics
-    for key in path:
-        if not isinstance(value, dict) or value.get(key) is None:
-            return None
-        value = value[key]
-    return value
-
-
 def _fmt(value, digits: int = 4) -> str:
     if value is None:
         return "-"
@@ -279,41 +249,44 @@ def _fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
+# (row label, what to show for a run's Metrics); a plain string names a score of runfolder.SCORE_PATHS.
 TABLE_ROWS = [
-    ("model", lambda m: m.get("model")),
-    ("dataset", lambda m: m.get("dataset")),
-    ("step", lambda m: m.get("step")),
-    ("test images", lambda m: m.get("n_test")),
-    ("ELBO (nats)", lambda m: m.get("elbo")),
-    ("  recon (nats)", lambda m: m.get("recon")),
-    ("  KL (nats)", lambda m: m.get("kl")),
-    ("IW-NLL (nats)", lambda m: m.get("iw_nll")),
-    ("  IW samples k", lambda m: m.get("iw_k")),
-    ("bits/dim", lambda m: m.get("bits_per_dim")),
-    ("MSE", lambda m: m.get("mse")),
-    ("PSNR (dB)", lambda m: m.get("psnr")),
-    ("active units", lambda m: None if m.get("active_units") is None
-        else f"{m['active_units']}/{m.get('latent_size')}"),
-    ("codebook perplexity", lambda m: _get(m, "vq", "perplexity")),
-    ("codes used", lambda m: _get(m, "vq", "codes_used")),
-    ("prior bits/code", lambda m: _get(m, "vq", "prior_bits_per_code")),
-    ("NLL with prior (nats)", lambda m: _get(m, "vq", "nll_with_prior")),
-    ("MIG", lambda m: _get(m, "disentanglement", "mig")),
-    ("FactorVAE score", lambda m: _get(m, "disentanglement", "factorvae")),
-    ("DCI disentanglement", lambda m: _get(m, "disentanglement", "dci", "disentanglement")),
-    ("DCI completeness", lambda m: _get(m, "disentanglement", "dci", "completeness")),
-    ("DCI informativeness", lambda m: _get(m, "disentanglement", "dci", "informativeness")),
-    ("BetaVAE score", lambda m: _get(m, "disentanglement", "betavae")),
-    ("metric scale", lambda m: _get(m, "disentanglement", "settings", "scale")),
+    ("model", lambda m: m.field("model")),
+    ("dataset", lambda m: m.field("dataset")),
+    ("step", lambda m: m.step),
+    ("test images", lambda m: m.field("n_test")),
+    ("ELBO (nats)", "elbo"),
+    ("  recon (nats)", "recon"),
+    ("  KL (nats)", "kl"),
+    ("IW-NLL (nats)", "iw_nll"),
+    ("  IW samples k", "iw_k"),
+    ("bits/dim", "bits_per_dim"),
+    ("MSE", "mse"),
+    ("PSNR (dB)", "psnr"),
+    ("active units", lambda m: None if m.score("active_units") is None
+        else f"{m.score('active_units')}/{m.score('latent_size')}"),
+    ("codebook perplexity", "perplexity"),
+    ("codes used", "codes_used"),
+    ("prior bits/code", "prior_bits_per_code"),
+    ("NLL with prior (nats)", "nll_with_prior"),
+    ("MIG", "mig"),
+    ("FactorVAE score", "factorvae"),
+    ("DCI disentanglement", "dci_disentanglement"),
+    ("DCI completeness", "dci_completeness"),
+    ("DCI informativeness", "dci_informativeness"),
+    ("BetaVAE score", "betavae"),
+    ("metric scale", "metric_scale"),
 ]
 
 
 def format_table(results: list, names: Optional[list] = None) -> str:
-    """One row per metric, one column per run (rows that are empty for every run are left out)."""
-    names = names or [r.get("run", f"run{i}") for i, r in enumerate(results)]
+    """One row per metric, one column per run (rows that are empty for every run are left out).
+    results: metrics.json documents or their runfolder.Metrics."""
+    results = [r if isinstance(r, Metrics) else Metrics(r) for r in results]
+    names = names or [r.field("run") or f"run{i}" for i, r in enumerate(results)]
     rows = []
     for label, getter in TABLE_ROWS:
-        cells = [getter(r) for r in results]
+        cells = [r.score(getter) if isinstance(getter, str) else getter(r) for r in results]
         if all(c is None for c in cells):
             continue
         rows.append([label] + [_fmt(c) for c in cells])
@@ -335,8 +308,6 @@ def column_names(run_dirs: list) -> list:
 
 def parse_metric_names(metrics) -> Optional[list]:
     """None (all) or a list of known metric names, from a list or a comma-separated string."""
-    from .metrics import METRIC_NAMES
-
     if metrics is None:
         return None
     names = [m.strip().lower() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
@@ -345,49 +316,3 @@ def parse_metric_names(metrics) -> Optional[list]:
         raise UserError(f"--metrics: unknown metric(s) {', '.join(unknown) or '(none given)'}; "
                         f"choose from {','.join(METRIC_NAMES)}")
     return names
-
-
-# ---- CLI ------------------------------------------------------------------------------------------------------
-def add_scoring_arguments(parser) -> None:
-    """What to score: --k, --n-test, --(no-)disentanglement, --metric-scale (shared with `sweep`)."""
-    parser.add_argument("--k", type=int, default=1000, help="importance samples for the IW-NLL (0: skip it)")
-    parser.add_argument("--n-test", type=int, default=1000, help="test images for the held-out metrics")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--disentanglement", dest="disentanglement", action="store_true", default=None,
-                       help="require the factor metrics (error for a dataset without ground-truth factors)")
-    group.add_argument("--no-disentanglement", dest="disentanglement", action="store_false",
-                       help="skip MIG / FactorVAE / DCI / BetaVAE")
-    parser.add_argument("--metric-scale", type=float, default=1.0,
-                        help="multiplies the protocol's sample counts (e.g. 0.1 for a quick look)")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", metavar="RUN", nargs="+", help="run folder(s); several print one table")
-    add_scoring_arguments(parser)
-    parser.add_argument("--metrics", default=None, metavar="LIST",
-                        help="comma-separated subset of mig,factorvae,dci,betavae (default: all)")
-    parser.add_argument("--jobs", type=int, default=1, help="processes for DCI's per-factor classifiers")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
-    parser.add_argument("--from-saved", action="store_true",
-                        help="print the table from the runs' metrics.json without evaluating")
-
-
-def run(args: argparse.Namespace) -> int:
-    results = []
-    for run_dir in args.runs:
-        if args.from_saved:
-            results.append(load_metrics(run_dir))
-        else:
-            results.append(evaluate_run(run_dir, k=args.k, n_test=args.n_test, disentanglement=args.disentanglement,
-                                        metric_scale=args.metric_scale, seed=args.seed, device=args.device,
-                                        batch_size=args.batch_size, progress=True, metrics=args.metrics,
-                                        jobs=args.jobs))
-    print(format_table(results, column_names(args.runs)))
-    for run_dir, result in zip(args.runs, results):
-        for note in result.get("notes", []):
-            print(f"note ({os.path.basename(os.path.normpath(run_dir))}): {note}")
-    if not args.from_saved:
-        print("wrote " + ", ".join(os.path.join(r, METRICS_FILE) for r in args.runs))
-    return 0

@@ -1,41 +1,53 @@
-"""Reading and writing run folders (docs/run-format.md).
+"""The run folder (docs/run-format.md): every file name, every write and every loader, in one place.
 
-Every file goes through `training.config.atomic_write_bytes` (temp file in the same folder, fsync,
-rename), so a reader, or a run killed half-way through a write, sees a complete old file or a complete
-new one. Weights are read with safetensors and checkpoints with `torch.load(weights_only=True)`: no
-user file is ever unpickled.
+Train, evaluate, export, train-prior, sweep and the explorer read and write run folders only through
+this module. Writes are atomic (temp file in the same folder, fsync, rename), so a reader, or a run
+killed half-way through a write, sees a complete old file or a complete new one. Weights are read with
+safetensors, checkpoints with `torch.load(weights_only=True)`, latent tables with `allow_pickle=False`:
+no file of a run folder is ever unpickled, wherever it came from.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
-import importlib.util
 import io
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as safetensors_load
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_save
 
-from .config import RunConfig, atomic_write_bytes, atomic_write_text
+from .config import RunConfig
 from .errors import UserError
+from .models import build_model
+from .models.pixelcnn import GatedPixelCNN, PriorConfig
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_LOG_FILE = "metrics.jsonl"
 DONE_FILE = "DONE"
+METRICS_FILE = "metrics.json"
+LATENTS_FILE = "latents.npz"
+ATTRIBUTES_FILE = "attributes.json"
 PRIOR_WEIGHTS_FILE = "prior.safetensors"
+PRIOR_JSON_FILE = "prior.json"
+SAMPLES_IMAGE = "samples"
+RECONSTRUCTIONS_IMAGE = "reconstructions"
+
+PRIOR_FORMAT_VERSION = 1
 
 # Everything a run writes (train, evaluate, export, train-prior): removed by `--overwrite`, so that no
 # file of the old run survives next to the new weights.
 RUN_FILE_PATTERNS = (
     CONFIG_FILE, WEIGHTS_FILE, CHECKPOINT_FILE, METRICS_LOG_FILE, DONE_FILE,
-    "samples.png", "reconstructions.png", "samples_*.png", "reconstructions_*.png",
-    "metrics.json", PRIOR_WEIGHTS_FILE, "prior.json", "latents.npz", "attributes.json",
+    f"{SAMPLES_IMAGE}.png", f"{RECONSTRUCTIONS_IMAGE}.png", f"{SAMPLES_IMAGE}_*.png", f"{RECONSTRUCTIONS_IMAGE}_*.png",
+    METRICS_FILE, PRIOR_WEIGHTS_FILE, PRIOR_JSON_FILE, LATENTS_FILE, ATTRIBUTES_FILE,
     "*.tmp-*",
 )
 
@@ -47,13 +59,58 @@ class Run:
     config: RunConfig
     model: Any  # training.models.base.LatentModel
     step: int
-    # The learned prior of a VQ-VAE, when train-prior wrote one (whatever training.prior.load_prior returns).
-    prior: Optional[Any] = None
+    # The learned PixelCNN prior of a VQ-VAE, when train-prior wrote one.
+    prior: Optional[GatedPixelCNN] = None
 
 
+# ---- atomic writes -----------------------------------------------------------------------------------
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write, fsync, then rename: a reader sees the old file or the new one, never a torn one."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        # Disk full, read-only folder, no permission: the old file (if any) stays as it was and no
+        # torn temp file is left next to it.
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str, obj: Any, indent: Optional[int] = 2) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+# ---- the folder as a whole ---------------------------------------------------------------------------
 def holds_run(path: str) -> bool:
     """True when `path` holds weights or a checkpoint (a config.json alone is a run that never started)."""
     return any(os.path.exists(os.path.join(path, name)) for name in (WEIGHTS_FILE, CHECKPOINT_FILE))
+
+
+def is_run_folder(path: str) -> bool:
+    """A folder the explorer can show: a config and inference weights."""
+    return os.path.isfile(os.path.join(path, CONFIG_FILE)) and os.path.isfile(os.path.join(path, WEIGHTS_FILE))
+
+
+def is_finished(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, DONE_FILE))
+
+
+def mark_finished(path: str, step: int) -> None:
+    atomic_write_text(os.path.join(path, DONE_FILE), f"{step}\n")
+
+
+def clear_finished(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(path, DONE_FILE))
 
 
 def remove_run_files(path: str) -> None:
@@ -70,7 +127,23 @@ def remove_stale_temp_files(path: str) -> None:
             os.remove(file)
 
 
-# ---- weights (safetensors) -----------------------------------------------------------------------
+def check_run_folder(path: str) -> Optional[str]:
+    """Cheap checks before loading (the config parses, the weights file is sound safetensors); the
+    one-line reason a folder cannot be loaded, or None."""
+    try:
+        RunConfig.load(os.path.join(path, CONFIG_FILE))
+    except UserError as e:
+        return " ".join(str(e).replace(path + os.sep, "").split())
+    except OSError as e:
+        return f"{CONFIG_FILE}: {e.strerror or e}"
+    try:
+        read_weights_metadata(os.path.join(path, WEIGHTS_FILE))
+    except UserError as e:
+        return " ".join(str(e).replace(path + os.sep, "").split())
+    return None
+
+
+# ---- weights (safetensors) -----------------------------------------------------------------------------
 def save_weights(model: torch.nn.Module, path: str, step: int) -> None:
     """The model's state_dict (buffers included) as safetensors, metadata {"step": "<step>"}."""
     # clone(): safetensors refuses tensors that share storage (tied weights); contiguous: channels_last.
@@ -78,30 +151,32 @@ def save_weights(model: torch.nn.Module, path: str, step: int) -> None:
     atomic_write_bytes(path, safetensors_save(tensors, metadata={"step": str(int(step))}))
 
 
-def read_weights(path: str) -> tuple[dict, int]:
-    """(tensors, step) from a safetensors file; UserError when it is missing or not a safetensors file."""
+def _open_safetensors(path: str, read_tensors: bool) -> tuple[dict, dict]:
+    """(tensors or {}, metadata) of a safetensors file; the library validates the header and offsets."""
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such weights file")
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-        tensors = safetensors_load(data)
-        metadata = _safetensors_metadata(data)
-    except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: not a readable safetensors file ({e})")
+        with safe_open(path, framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()} if read_tensors else {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: not a readable safetensors file ({first_line[:200]})") from None
+    return tensors, metadata
+
+
+def read_weights_metadata(path: str) -> dict:
+    return _open_safetensors(path, read_tensors=False)[1]
+
+
+def read_weights(path: str) -> tuple[dict, int]:
+    """(tensors, step) from a safetensors file; UserError when it is missing or not a safetensors file."""
+    tensors, metadata = _open_safetensors(path, read_tensors=True)
     try:
         step = int(metadata.get("step", 0))
     except ValueError:
-        raise UserError(f"{path}: metadata 'step' is not an integer ({metadata.get('step')!r})")
+        raise UserError(f"{path}: metadata 'step' is not an integer ({metadata.get('step')!r})") from None
     return tensors, step
-
-
-def _safetensors_metadata(data: bytes) -> dict:
-    # safetensors layout: 8-byte little-endian header length, then a JSON header whose
-    # "__metadata__" holds the string metadata.
-    header_len = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + header_len])
-    return header.get("__metadata__", {}) or {}
 
 
 def load_weights(model: torch.nn.Module, path: str) -> int:
@@ -131,7 +206,7 @@ def load_state_checked(model: torch.nn.Module, state: dict, source: str) -> None
     model.load_state_dict(state, strict=True)
 
 
-# ---- checkpoints (torch.save, read back with weights_only=True) -----------------------------------
+# ---- checkpoints (torch.save, read back with weights_only=True) -------------------------------------------
 def save_checkpoint(state: dict, path: str) -> None:
     """Resume state (tensors, numbers, strings, lists, dicts only) written atomically."""
     buffer = io.BytesIO()
@@ -153,41 +228,290 @@ def load_checkpoint(path: str) -> dict:
     return state
 
 
-# ---- small atomic helpers --------------------------------------------------------------------------
-def write_json(path: str, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+# ---- the training log (metrics.jsonl) and image grids --------------------------------------------------------
+def append_log(run_dir: str, record: dict) -> None:
+    path = os.path.join(run_dir, METRICS_LOG_FILE)
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
 
 
-def write_text(path: str, text: str) -> None:
-    atomic_write_text(path, text)
+def truncate_log(run_dir: str, step: int) -> None:
+    """Drop log lines past the checkpoint's step (and a line torn by a kill) so one history remains."""
+    path = os.path.join(run_dir, METRICS_LOG_FILE)
+    if not os.path.exists(path):
+        return
+    kept = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+                kept.append(json.dumps(record))
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
-# ---- load a finished (or in-progress) run ---------------------------------------------------------
+def write_grid_png(run_dir: str, name: str, step: int, png: bytes) -> None:
+    """`<name>_<step>.png` (the history) and `<name>.png` (the latest)."""
+    atomic_write_bytes(os.path.join(run_dir, f"{name}_{step}.png"), png)
+    atomic_write_bytes(os.path.join(run_dir, f"{name}.png"), png)
+
+
+# ---- config --------------------------------------------------------------------------------------------------
+def save_config(run_dir: str, config: RunConfig) -> None:
+    write_json(os.path.join(run_dir, CONFIG_FILE), config.to_dict())
+
+
+def load_config(run_dir: str) -> RunConfig:
+    return RunConfig.load(os.path.join(run_dir, CONFIG_FILE))
+
+
+# ---- metrics.json ----------------------------------------------------------------------------------------------
+# Every score of metrics.json by one name, and where it sits in the document (docs/run-format.md).
+SCORE_PATHS = {
+    "elbo": ("elbo",), "recon": ("recon",), "kl": ("kl",), "iw_nll": ("iw_nll",), "iw_k": ("iw_k",),
+    "bits_per_dim": ("bits_per_dim",), "mse": ("mse",), "psnr": ("psnr",), "active_units": ("active_units",),
+    "latent_size": ("latent_size",),
+    "perplexity": ("vq", "perplexity"), "codes_used": ("vq", "codes_used"),
+    "prior_bits_per_code": ("vq", "prior_bits_per_code"), "nll_with_prior": ("vq", "nll_with_prior"),
+    "mig": ("disentanglement", "mig"), "factorvae": ("disentanglement", "factorvae"),
+    "dci_disentanglement": ("disentanglement", "dci", "disentanglement"),
+    "dci_completeness": ("disentanglement", "dci", "completeness"),
+    "dci_informativeness": ("disentanglement", "dci", "informativeness"),
+    "betavae": ("disentanglement", "betavae"), "metric_scale": ("disentanglement", "settings", "scale"),
+}
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """metrics.json, read through named accessors (the document itself stays in `doc`)."""
+    doc: dict
+
+    def score(self, name: str) -> Optional[float]:
+        """A finite number, or None where the run has no such score (or the value is not a number)."""
+        value: Any = self.doc
+        for key in SCORE_PATHS[name]:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return None
+        return value
+
+    def scores(self) -> dict:
+        """Every score this run has: name -> number."""
+        found = {name: self.score(name) for name in SCORE_PATHS}
+        return {name: value for name, value in found.items() if value is not None}
+
+    def field(self, name: str) -> Any:
+        """A top-level entry that is not a score (run, model, dataset, step, seed, split, n_test, versions)."""
+        return self.doc.get(name)
+
+    @property
+    def step(self) -> Optional[int]:
+        step = self.doc.get("step")
+        return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+    @property
+    def disentanglement(self) -> Optional[dict]:
+        value = self.doc.get("disentanglement")
+        return value if isinstance(value, dict) else None
+
+    @property
+    def kl_per_dim(self) -> Optional[list]:
+        value = self.doc.get("kl_per_dim")
+        return value if isinstance(value, list) else None
+
+
+def write_metrics(run_dir: str, doc: dict) -> None:
+    write_json(os.path.join(run_dir, METRICS_FILE), doc)
+
+
+def read_metrics(run_dir: str) -> Metrics:
+    """metrics.json of a run; UserError when it is missing or not a JSON object."""
+    path = os.path.join(run_dir, METRICS_FILE)
+    if not os.path.isfile(path):
+        raise UserError(f"{run_dir}: no {METRICS_FILE} yet (run `python -m training evaluate {run_dir}`)")
+    doc = read_json_object(path)
+    return Metrics(doc)
+
+
+def read_json_object(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except OSError as e:
+        raise UserError(f"{os.path.basename(path)}: cannot be read ({e.strerror or e})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise UserError(f"{path}: not valid JSON ({' '.join(str(e).split())[:200]})") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"{path}: not a JSON object")
+    return doc
+
+
+# ---- latents.npz and attributes.json ------------------------------------------------------------------------
+def save_latents(run_dir: str, arrays: dict) -> None:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(os.path.join(run_dir, LATENTS_FILE), buffer.getvalue())
+
+
+def load_latents(run_dir: str, latent_dim: Optional[int] = None) -> dict:
+    """latents.npz as a dict of arrays (never unpickled); with latent_dim, checked against the layout of
+    docs/run-format.md (UserError naming the first problem). mu and xy come back as float32."""
+    path = os.path.join(run_dir, LATENTS_FILE)
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such file (run `python -m training export RUN`)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except Exception as e:  # zip/format errors, object arrays refused by allow_pickle=False, ...
+        raise UserError(f"{LATENTS_FILE} unreadable ({' '.join((type(e).__name__ + ': ' + str(e)).split())[:200]})")
+    if latent_dim is not None:
+        problem = latents_problem(arrays, latent_dim)
+        if problem:
+            raise UserError(f"{LATENTS_FILE} ignored: {problem}")
+    if "mu" in arrays:
+        arrays["mu"] = arrays["mu"].astype(np.float32, copy=False)  # float16 for VQ-VAE grids on disk
+    if "xy" in arrays:
+        arrays["xy"] = arrays["xy"].astype(np.float32, copy=False)
+    return arrays
+
+
+def latents_problem(a: dict, latent_dim: int) -> Optional[str]:
+    """What makes a latent table unusable for a model with `latent_dim` latents, or None."""
+    for key in ("mu", "xy"):
+        if key not in a:
+            return f"missing array {key!r}"
+    mu, xy = a["mu"], a["xy"]
+    if mu.ndim != 2 or mu.shape[1] != latent_dim:
+        return f"mu has shape {mu.shape}, expected (N, {latent_dim})"
+    n = mu.shape[0]
+    if n == 0:
+        return "no points"
+    if xy.shape != (n, 2):
+        return f"xy has shape {xy.shape}, expected ({n}, 2)"
+    for key in ("mu", "xy", "logvar", "labels", "kl_per_dim"):
+        if key in a and (a[key].dtype.kind not in "fiu" or not np.all(np.isfinite(a[key]))):
+            return f"{key} holds non-numeric or non-finite values"
+    if "logvar" in a and a["logvar"].shape != mu.shape:
+        return f"logvar has shape {a['logvar'].shape}, expected {mu.shape}"
+    for key in ("index", "split", "labels", "thumbs", "codes"):
+        if key in a and (a[key].ndim == 0 or a[key].shape[0] != n):
+            return f"{key} has {a[key].shape[0] if a[key].ndim else 0} rows, expected {n}"
+    if "kl_per_dim" in a and a["kl_per_dim"].shape != (latent_dim,):
+        return f"kl_per_dim has shape {a['kl_per_dim'].shape}, expected ({latent_dim},)"
+    if "labels" in a:
+        k = len(a.get("label_names", []))
+        if a["labels"].ndim != 2 or a["labels"].shape[1] != k:
+            return f"labels has shape {a['labels'].shape}, expected ({n}, {k})"
+    if "thumbs" in a and (a["thumbs"].ndim != 4 or a["thumbs"].dtype != np.uint8):
+        return "thumbs must be uint8 (N, C, h, w)"
+    return None
+
+
+def save_attributes(run_dir: str, doc: dict) -> None:
+    write_json(os.path.join(run_dir, ATTRIBUTES_FILE), doc, indent=None)
+
+
+def load_attributes(run_dir: str, latent_dim: int) -> tuple[dict, list]:
+    """attributes.json with only the usable vectors, and a one-line note for each one left out."""
+    path = os.path.join(run_dir, ATTRIBUTES_FILE)
+    doc = read_json_object(path)
+    attrs = doc.get("attributes")
+    if not isinstance(attrs, dict):
+        raise UserError(f"{ATTRIBUTES_FILE} ignored: no 'attributes' object")
+    kept, notes = {}, []
+    for name, entry in attrs.items():
+        reason = _attribute_problem(entry, latent_dim)
+        if reason:
+            notes.append(f"attribute {name!r} ignored: {reason}")
+        else:
+            kept[str(name)] = entry
+    return {**doc, "attributes": kept}, notes
+
+
+def _attribute_problem(entry: Any, latent_dim: int) -> Optional[str]:
+    if not isinstance(entry, dict):
+        return "not an object"
+    for part in (entry, entry.get("corrected")):
+        if part is None:
+            continue
+        if not isinstance(part, dict):
+            return "'corrected' is not an object"
+        v = part.get("vector")
+        if not isinstance(v, list) or len(v) != latent_dim:
+            return f"vector must hold {latent_dim} numbers"
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v):
+            return "vector holds non-finite or non-numeric values"
+    return None
+
+
+# ---- the PixelCNN prior of a VQ-VAE -------------------------------------------------------------------------
+def save_prior(run_dir: str, prior: GatedPixelCNN, summary: dict) -> None:
+    """prior.safetensors (weights + config in its metadata) then prior.json, each atomically."""
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in prior.state_dict().items()}
+    metadata = {"format_version": str(PRIOR_FORMAT_VERSION), "config": json.dumps(vars(prior.config)),
+                "bits_per_code": repr(summary.get("bits_per_code"))}
+    atomic_write_bytes(os.path.join(run_dir, PRIOR_WEIGHTS_FILE), safetensors_save(tensors, metadata=metadata))
+    write_json(os.path.join(run_dir, PRIOR_JSON_FILE), summary)
+
+
+def has_prior_file(run_dir: str) -> bool:
+    return os.path.isfile(os.path.join(run_dir, PRIOR_WEIGHTS_FILE))
+
+
+def load_prior(run_dir: str, model) -> GatedPixelCNN:
+    """Rebuild the prior from prior.safetensors, check it fits the model's codebook and grid, attach it."""
+    path = os.path.join(run_dir, PRIOR_WEIGHTS_FILE)
+    if not os.path.isfile(path):
+        raise UserError(f"{run_dir}: no {PRIOR_WEIGHTS_FILE} (run `python -m training train-prior RUN`)")
+    if not is_vq_model(model):
+        raise UserError(f"{path}: a PixelCNN prior belongs to a VQ-VAE run, this model has no code grid")
+    state, metadata = _open_safetensors(path, read_tensors=True)
+    try:
+        if metadata.get("format_version") != str(PRIOR_FORMAT_VERSION):
+            raise UserError(f"{path}: prior format version {metadata.get('format_version')!r} is not supported")
+        cfg = PriorConfig(**json.loads(metadata["config"]))
+    except (KeyError, TypeError, ValueError, RecursionError) as e:
+        raise UserError(f"{path}: not a prior written by train-prior ({type(e).__name__}: {e})") from None
+    _, height, width = model.latent_shape
+    expected = (int(model.config.num_codes), int(height), int(width))
+    if (cfg.num_codes, cfg.height, cfg.width) != expected:
+        raise UserError(f"{path}: the prior is for {cfg.num_codes} codes on a {cfg.height}x{cfg.width} grid, "
+                        f"the model has {expected[0]} codes on a {expected[1]}x{expected[2]} grid")
+    prior = GatedPixelCNN(cfg)
+    try:
+        prior.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise UserError(f"{path}: the weights do not match the prior's config ({str(e).splitlines()[0]})") from None
+    prior.to(next(model.parameters()).device).eval()
+    model.attach_prior(prior)
+    return prior
+
+
+def is_vq_model(model) -> bool:
+    return callable(getattr(model, "attach_prior", None)) and callable(getattr(model, "decode_codes", None))
+
+
+# ---- load a finished (or in-progress) run -----------------------------------------------------------------
 def load_run(path: str, device: str = "cpu") -> Run:
-    """Rebuild a run's model from config.json + model.safetensors (safetensors only), in eval mode."""
-    from .models import build_model  # lazily: the model zoo imports more than a config reader needs
-
+    """Rebuild a run's model from config.json + model.safetensors (safetensors only), in eval mode, with
+    its PixelCNN prior attached when the folder has one."""
     if not os.path.isdir(path):
         raise UserError(f"{path}: no such run folder")
-    config_path = os.path.join(path, CONFIG_FILE)
-    if not os.path.isfile(config_path):
+    if not os.path.isfile(os.path.join(path, CONFIG_FILE)):
         raise UserError(f"{path}: not a run folder (no {CONFIG_FILE})")
-    config = RunConfig.load(config_path)
+    config = load_config(path)
     weights_path = os.path.join(path, WEIGHTS_FILE)
     if not os.path.isfile(weights_path):
         raise UserError(f"{path}: no {WEIGHTS_FILE} yet (the run has not written its first checkpoint)")
     model = build_model(config.model)
     step = load_weights(model, weights_path)
     model.to(device).eval()
-    return Run(path=path, config=config, model=model, step=step, prior=_load_prior_if_any(path, model))
-
-
-def _load_prior_if_any(path: str, model) -> Optional[Any]:
-    # The PixelCNN prior (training/prior.py) is optional: a run folder without prior.safetensors, or a
-    # checkout without training/prior.py, loads fine without it.
-    if not os.path.isfile(os.path.join(path, PRIOR_WEIGHTS_FILE)):
-        return None
-    if importlib.util.find_spec("training.prior") is None:
-        return None
-    from .prior import load_prior
-    return load_prior(path, model)
+    prior = load_prior(path, model) if has_prior_file(path) else None
+    return Run(path=path, config=config, model=model, step=step, prior=prior)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import io
 import json
 import math
 import os
@@ -25,12 +26,19 @@ from typing import Optional
 import numpy as np
 import torch
 
+from torchvision.utils import make_grid, save_image
+from tqdm.auto import tqdm
+
 from . import distributed
-from .config import FORMAT_VERSION, DataConfig, ModelConfig, RunConfig, TrainConfig, atomic_write_bytes
+from .config import FORMAT_VERSION, DataConfig, ModelConfig, RunConfig, TrainConfig
+from .data import load_dataset
+from .device import resolve_device
 from .errors import UserError
-from .runfolder import (CHECKPOINT_FILE, CONFIG_FILE, DONE_FILE, METRICS_LOG_FILE, WEIGHTS_FILE, Run,
-                        holds_run, load_checkpoint, load_state_checked, remove_run_files,
-                        remove_stale_temp_files, save_checkpoint, save_weights, write_text)
+from .models import build_model, model_names
+from .runfolder import (CHECKPOINT_FILE, CONFIG_FILE, RECONSTRUCTIONS_IMAGE, SAMPLES_IMAGE, WEIGHTS_FILE, Run,
+                        append_log, clear_finished, holds_run, load_checkpoint, load_state_checked,
+                        mark_finished, remove_run_files, remove_stale_temp_files, save_checkpoint, save_config,
+                        save_weights, truncate_log, write_grid_png)
 
 # Seed offset of the batch generator, so that its stream differs from the global RNG's (model init,
 # reparameterisation noise), which is seeded with the plain seed.
@@ -44,7 +52,7 @@ def train(cfg: RunConfig, out_dir: str, resume: bool = False, progress: bool = T
 
     Under torchrun every process calls this and trains its shard of each batch (training/distributed.py).
     """
-    with distributed.process_group(resolve_device(cfg.train.device)) as ranks:
+    with distributed.process_group(resolve_device(cfg.train.device, "train.device")) as ranks:
         return train_ranks(ranks, cfg, out_dir, resume, progress, overwrite)
 
 
@@ -103,7 +111,7 @@ def train_ranks(ranks: distributed.Ranks, cfg: RunConfig, out_dir: str, resume: 
                 pending.clear()
             if is_log and ranks.is_main:
                 record = metrics_record(step, out, clock.images_per_s(step, t.batch_size), clock.seconds())
-                append_metrics(out_dir, record)
+                append_log(out_dir, record)
                 bar.set_postfix({k: f"{record[k]:.4g}" for k in ("loss", "recon", "kl") if k in record},
                                 refresh=False)
             with clock.paused():  # file writes do not count against training throughput
@@ -116,7 +124,7 @@ def train_ranks(ranks: distributed.Ranks, cfg: RunConfig, out_dir: str, resume: 
                     last_checkpoint = step
 
     if ranks.is_main:
-        write_text(os.path.join(out_dir, DONE_FILE), f"{step}\n")
+        mark_finished(out_dir, step)
     ranks.barrier()  # every rank returns once the run folder is complete
     model.__dict__.pop("loss", None)  # drop the compiled loss: the Run gets the plain model
     model.to(memory_format=torch.contiguous_format).eval()
@@ -208,28 +216,8 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, KEEP_FREED_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
 
 
-def resolve_device(name: str) -> torch.device:
-    mps_ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise UserError(f"train.device: unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"train.device is {name!r} but CUDA is not available here (use auto or cpu)")
-    if device.type == "mps" and not mps_ok:
-        raise UserError(f"train.device is {name!r} but MPS is not available here (use auto or cpu)")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise UserError(f"train.device: unsupported device {name!r} (use auto, cpu, cuda or mps)")
-    return device
-
-
 def load_training_dataset(cfg: RunConfig):
     """Load the data and make the model config agree with it (image size, channels, dataset size)."""
-    from .data import load_dataset
-    from .models import model_names
-
     # Check the (cheap) model name before loading a possibly large dataset.
     if cfg.model.name not in model_names():
         raise UserError(f"unknown model {cfg.model.name!r}; choose from {', '.join(model_names())}")
@@ -251,8 +239,6 @@ def seed_everything(seed: int) -> None:
 
 
 def build_seeded_model(cfg: RunConfig, device: torch.device):
-    from .models import build_model
-
     seed_everything(cfg.train.seed)
     model = build_model(cfg.model).to(device)
     if cfg.train.channels_last and has_convs(model):
@@ -314,8 +300,6 @@ class BatchSampler:
 
 @contextlib.contextmanager
 def progress_bar(enabled: bool, start: int, total: int, out_dir: str):
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=total, initial=start, disable=not enabled, desc=os.path.basename(os.path.normpath(out_dir)),
                unit="step", dynamic_ncols=True, file=sys.stderr)
     try:
@@ -405,31 +389,13 @@ def open_run_folder(out_dir: str, cfg: RunConfig, resume: bool, step: int) -> No
         raise UserError(f"cannot write to {out_dir}: the folder is read-only")
     if resume:
         remove_stale_temp_files(out_dir)
-        truncate_metrics_log(os.path.join(out_dir, METRICS_LOG_FILE), step)
-        done = os.path.join(out_dir, DONE_FILE)
-        if os.path.exists(done):
-            os.remove(done)
+        truncate_log(out_dir, step)
+        clear_finished(out_dir)
     else:
         # check_out_dir allowed this: the folder is new, holds a run that never checkpointed,
         # or --overwrite was given. No file of an older run may survive next to the new one.
         remove_run_files(out_dir)
-    cfg.save(os.path.join(out_dir, CONFIG_FILE))
-
-
-def truncate_metrics_log(path: str, step: int) -> None:
-    """Drop log lines past the checkpoint's step (and a line torn by a kill) so one history remains."""
-    if not os.path.exists(path):
-        return
-    kept = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
-                kept.append(json.dumps(record))
-    atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode("utf-8"))
+    save_config(out_dir, cfg)
 
 
 def metrics_record(step: int, out, images_per_s: float, seconds: float) -> dict:
@@ -440,15 +406,6 @@ def metrics_record(step: int, out, images_per_s: float, seconds: float) -> dict:
     record["images_per_s"] = round(images_per_s, 1)
     record["time"] = round(seconds, 3)
     return record
-
-
-def append_metrics(out_dir: str, record: dict) -> None:
-    path = os.path.join(out_dir, METRICS_LOG_FILE)
-    try:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 @torch.no_grad()
@@ -465,7 +422,7 @@ def save_grids(model, dataset, cfg: RunConfig, out_dir: str, step: int, device: 
         if getattr(model, "has_prior", True):
             generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
             images = model.decode_image(model.sample_prior(n, generator=generator)).float()
-            write_png(images, out_dir, "samples", step, nrow=max(1, int(math.sqrt(n))))
+            write_png(images, out_dir, SAMPLES_IMAGE, step, nrow=max(1, int(math.sqrt(n))))
         indices = dataset.test_indices if len(dataset.test_indices) else dataset.train_indices
         pairs = max(1, min(n // 2, len(indices)))
         width = min(8, pairs)
@@ -476,21 +433,15 @@ def save_grids(model, dataset, cfg: RunConfig, out_dir: str, step: int, device: 
         # Rows alternate: `width` inputs, then their reconstructions.
         shape = inputs.shape[1:]
         rows = torch.stack([inputs.view(-1, width, *shape), recon.reshape(-1, width, *shape)], dim=1)
-        write_png(rows.reshape(-1, *shape), out_dir, "reconstructions", step, nrow=width)
+        write_png(rows.reshape(-1, *shape), out_dir, RECONSTRUCTIONS_IMAGE, step, nrow=width)
     finally:
         model.train(was_training)
 
 
 def write_png(images: torch.Tensor, out_dir: str, name: str, step: int, nrow: int) -> None:
-    import io
-
-    from torchvision.utils import make_grid, save_image  # lazily: torchvision takes seconds to import
-
     buffer = io.BytesIO()
     save_image(make_grid(images.cpu(), nrow=nrow, padding=2, pad_value=0.5), buffer, format="png")
-    data = buffer.getvalue()
-    atomic_write_bytes(os.path.join(out_dir, f"{name}_{step}.png"), data)  # history
-    atomic_write_bytes(os.path.join(out_dir, f"{name}.png"), data)  # latest
+    write_grid_png(out_dir, name, step, buffer.getvalue())
 
 
 def save_run_state(out_dir, step, model, optimizer, amp, batches, cfg, elapsed) -> None:

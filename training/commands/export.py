@@ -1,0 +1,35 @@
+"""`python -m training export RUN`: write latents.npz (latents + 2-D UMAP map) and attributes.json."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..device import DEVICE_HELP, resolve_device
+from ..encoding import SPLITS
+from ..export import export_run
+from ..runfolder import ATTRIBUTES_FILE, LATENTS_FILE
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN", help="run folder")
+    parser.add_argument("--n", type=int, default=10_000, help="number of points to export")
+    parser.add_argument("--split", choices=SPLITS, default="both",
+                        help="both: the test split first, then training points if more are needed")
+    parser.add_argument("--umap-neighbors", type=int, default=15)
+    parser.add_argument("--umap-min-dist", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="choice of points and UMAP random_state (-1: unseeded UMAP, faster on many cores)")
+    parser.add_argument("--thumb-size", type=int, default=64, help="largest thumbnail side in pixels")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default="cpu", help=DEVICE_HELP)
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = export_run(args.run, n=args.n, split=args.split, umap_neighbors=args.umap_neighbors,
+                         umap_min_dist=args.umap_min_dist, seed=args.seed, thumb_size=args.thumb_size,
+                         device=str(resolve_device(args.device)), batch_size=args.batch_size, progress=True)
+    seconds = summary["seconds"]
+    print(f"exported {summary['n']} points ({summary['n_test']} test, {summary['n_train']} train; latent size "
+          f"{summary['latent_size']}) and {len(summary['attributes'])} attribute vectors in {seconds['total']:.1f} s "
+          f"-> {os.path.join(args.run, LATENTS_FILE)}, {ATTRIBUTES_FILE}")
+    return 0
