@@ -3,8 +3,8 @@
     python benchmarks/assets_report.py [assets]          # markdown: one metrics table per run + sizes
     python benchmarks/assets_report.py assets --json     # the same numbers as JSON
 
-Each run's table lists the headline values of its metrics.json by their JSON path (`disentanglement.mig`),
-floats to 4 decimals. tests/test_assets.py parses the tables of assets/README.md with `parse_card` below
+Each run's table lists the headline values of its metrics.json (read through training.runfolder.Metrics)
+by their JSON path (`disentanglement.mig`), floats to 4 decimals. tests/test_assets.py parses the tables of assets/README.md with `parse_card` below
 and checks them against the metrics.json files, so the card cannot drift from the shipped numbers:
 regenerate the tables with this script whenever a run is rebuilt.
 """
@@ -12,30 +12,36 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import sys
 
-# Headline metrics, in card order; absent or null values are left out.
-CARD_KEYS = [
-    "step", "n_test", "elbo", "recon", "kl", "iw_nll", "iw_k", "bits_per_dim", "mse", "psnr", "active_units",
-    "vq.perplexity", "vq.codes_used", "prior_bits_per_code",
-    "disentanglement.mig", "disentanglement.factorvae", "disentanglement.betavae",
-    "disentanglement.dci.disentanglement", "disentanglement.dci.completeness",
-    "disentanglement.dci.informativeness", "disentanglement.dci.informativeness_test",
-]
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+from training.errors import UserError  # noqa: E402
+from training.runfolder import (CONFIG_FILE, METRICS_LOG_FILE, PRIOR_JSON_FILE, SCORE_PATHS, Metrics,  # noqa: E402
+                                read_json_object, read_metrics)
+
+# Headline entries of metrics.json, in card order; absent or null values are left out.
+CARD_FIELDS = ("step", "n_test")
+CARD_SCORES = ("elbo", "recon", "kl", "iw_nll", "iw_k", "bits_per_dim", "mse", "psnr", "active_units",
+               "perplexity", "codes_used", "prior_bits_per_code", "mig", "factorvae", "betavae",
+               "dci_disentanglement", "dci_completeness", "dci_informativeness", "dci_informativeness_test")
+# A card row is named by the score's JSON path, so a reader can find it in metrics.json.
+SCORE_OF_PATH = {".".join(SCORE_PATHS[name]): name for name in CARD_SCORES}
+CARD_KEYS = list(CARD_FIELDS) + list(SCORE_OF_PATH)
 ROW = re.compile(r"^\|\s*`([A-Za-z0-9_.]+)`\s*\|\s*([^|]+?)\s*\|")
 HEADING = re.compile(r"^#{2,4}\s+`?([A-Za-z0-9_-]+)`?\s*$")
 MB = 1024 * 1024
 
 
-def dig(d, path: str):
-    for key in path.split("."):
-        if not isinstance(d, dict) or key not in d:
-            return None
-        d = d[key]
-    return d
+def card_value(metrics: Metrics, key: str):
+    """The number a card row `key` shows, or None where the run has none."""
+    if key in CARD_FIELDS:
+        value = metrics.field(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return metrics.score(SCORE_OF_PATH[key])
 
 
 def format_value(value) -> str:
@@ -46,25 +52,20 @@ def format_value(value) -> str:
     return f"{value:.4f}"
 
 
-def card_rows(metrics: dict) -> list[tuple[str, str]]:
-    rows = []
-    for key in CARD_KEYS:
-        value = dig(metrics, key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            continue
-        rows.append((key, format_value(value)))
-    return rows
+def card_rows(metrics: Metrics) -> list[tuple[str, str]]:
+    values = [(key, card_value(metrics, key)) for key in CARD_KEYS]
+    return [(key, format_value(value)) for key, value in values if value is not None]
 
 
 def run_folders(root: str) -> list[str]:
     return sorted(name for name in os.listdir(root)
-                  if os.path.isfile(os.path.join(root, name, "config.json")))
+                  if os.path.isfile(os.path.join(root, name, CONFIG_FILE)))
 
 
 def training_summary(run_dir: str) -> dict:
     """Steps, wall time and throughput from metrics.jsonl (the trainer's log)."""
     lines = []
-    path = os.path.join(run_dir, "metrics.jsonl")
+    path = os.path.join(run_dir, METRICS_LOG_FILE)
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             lines = [json.loads(line) for line in f if line.strip()]
@@ -86,18 +87,15 @@ def report(root: str) -> dict:
     out = {}
     for name in run_folders(root):
         run_dir = os.path.join(root, name)
-        metrics_path = os.path.join(run_dir, "metrics.json")
-        metrics = None
-        if os.path.isfile(metrics_path):
-            with open(metrics_path, encoding="utf-8") as f:
-                metrics = json.load(f)
-        prior = None
-        if os.path.isfile(os.path.join(run_dir, "prior.json")):
-            with open(os.path.join(run_dir, "prior.json"), encoding="utf-8") as f:
-                prior = json.load(f)
+        try:
+            metrics = read_metrics(run_dir)
+        except UserError:
+            metrics = None
+        prior_path = os.path.join(run_dir, PRIOR_JSON_FILE)
+        prior = read_json_object(prior_path) if os.path.isfile(prior_path) else None
         out[name] = {"card": card_rows(metrics) if metrics else [],
-                     "settings": dig(metrics, "disentanglement.settings") if metrics else None,
-                     "versions": metrics.get("versions") if metrics else None,
+                     "settings": (metrics.disentanglement or {}).get("settings") if metrics else None,
+                     "versions": metrics.field("versions") if metrics else None,
                      "training": training_summary(run_dir),
                      "prior": {k: prior.get(k) for k in ("bits_per_code", "uniform_bits_per_code",
                                                          "marginal_bits_per_code")} if prior else None,

@@ -18,7 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSETS = os.path.join(ROOT, "assets")
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-from assets_report import dig, parse_card  # noqa: E402
+from assets_report import card_value, parse_card  # noqa: E402
+from training.runfolder import Metrics  # noqa: E402
 
 MB = 1024 * 1024
 MAX_FILE_BYTES = 10 * MB   # Spaces refuse larger files without LFS
@@ -94,7 +95,7 @@ def test_metrics_match_the_model_card(name, card):
     headline = {"step", "recon", "vq.perplexity"} if is_vq else {"step", "elbo"}
     assert headline <= set(rows), f"{name}: the card's table lacks {sorted(headline)} ({sorted(rows)})"
     for path, shown in rows.items():
-        value = dig(metrics, path)
+        value = card_value(Metrics(metrics), path)
         assert isinstance(value, (int, float)) and not isinstance(value, bool), \
             f"{name}: card shows `{path}` = {shown}, metrics.json has {value!r}"
         # The card prints floats to 4 decimals (benchmarks/assets_report.py).

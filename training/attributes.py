@@ -20,6 +20,7 @@ import math
 from typing import Optional, Sequence
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 
 FORMAT_VERSION = 1
@@ -57,8 +58,6 @@ def choose_threshold(values: np.ndarray, kind: str) -> Optional[float]:
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> Optional[float]:
     """ROC-AUC of `scores` as a classifier of `positive` (None when only one class is present)."""
-    from sklearn.metrics import roc_auc_score
-
     if positive.all() or not positive.any():
         return None
     return float(roc_auc_score(positive.astype(np.int64), scores))

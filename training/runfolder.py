@@ -282,6 +282,7 @@ SCORE_PATHS = {
     "dci_disentanglement": ("disentanglement", "dci", "disentanglement"),
     "dci_completeness": ("disentanglement", "dci", "completeness"),
     "dci_informativeness": ("disentanglement", "dci", "informativeness"),
+    "dci_informativeness_test": ("disentanglement", "dci", "informativeness_test"),
     "betavae": ("disentanglement", "betavae"), "metric_scale": ("disentanglement", "settings", "scale"),
 }
 

@@ -104,7 +104,7 @@ def _read_mnist_split(image_path: str, label_path: str) -> tuple[np.ndarray, np.
 def _try_torchvision_download(class_name: str, root: str) -> Optional[str]:
     """Let torchvision fetch the dataset into `root`; returns the error text when that fails."""
     try:
-        import torchvision.datasets as tvd
+        import torchvision.datasets as tvd  # only for a download: importing torchvision takes seconds
         getattr(tvd, class_name)(root, train=False, download=True)
         getattr(tvd, class_name)(root, train=True, download=True)
         return None
@@ -304,7 +304,7 @@ def _choose_celeba_images(split: np.ndarray, subset: Optional[int], options: dic
 
 def _try_celeba_download(root: str) -> Optional[str]:
     try:
-        import torchvision.datasets as tvd
+        import torchvision.datasets as tvd  # only for a download: importing torchvision takes seconds
         tvd.CelebA(root, split="all", target_type="attr", download=True)
         return None
     except Exception as e:   # Google Drive quota, no network, missing gdown: all mean "not available"

@@ -15,6 +15,7 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from ..errors import UserError
 from .beta_vae import betavae_score
@@ -75,8 +76,6 @@ def model_representation(model, device: Any = "cpu", batch_size: int = 256) -> R
     numpy float32 array (n, D), D the flattened latent size. Runs in eval mode without gradients, in
     batches of `batch_size` on `device`, and restores the model's train/eval mode afterwards.
     """
-    import torch
-
     device = torch.device(device)
 
     def represent(images) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Protocol, Sequence, Union
 
 import numpy as np
+import sklearn
 
 from ..errors import UserError
 
@@ -144,8 +145,6 @@ def set_factor(factors: np.ndarray, factor_index: np.ndarray, values: np.ndarray
 
 
 def library_versions() -> dict:
-    import sklearn
-
     return {"numpy": np.__version__, "scikit-learn": sklearn.__version__}
 
 
