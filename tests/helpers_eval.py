@@ -1,4 +1,4 @@
-"""Tiny real runs for the evaluation / export / prior tests (engineer E), trained once per test session.
+"""Tiny real runs for the evaluation / export / prior tests, trained once per test session.
 
 Each run is a real `training.trainer.train` run folder, small enough to train in seconds on 2 CPU
 cores. `tiny_run(kind)` trains it the first time it is asked for and returns its folder afterwards

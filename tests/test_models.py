@@ -11,7 +11,8 @@ from training.models import MODELS, LatentModel, build_model, model_names
 from training.models.quantizer import VectorQuantizer, codebook_usage
 from training.models.vqvae import NO_PRIOR_MESSAGE
 
-SEED_BASELINE = "/work/shared/bench/seed_baseline.py"
+SEED_BASELINE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "bench",
+                             "seed_baseline.py")
 EXPECTED_NAMES = ["ae", "vae", "vae-mlp", "resvae", "beta-vae", "annealed-vae", "btcvae", "vqvae"]
 
 
@@ -270,7 +271,7 @@ def test_vqvae_buffers_prior_and_code_decoding():
     assert str(info.value) == NO_PRIOR_MESSAGE
 
     class UniformCodePrior:
-        """The interface a learned prior provides (engineer E's PixelCNN): code indices (n, h, w)."""
+        """The interface a learned prior provides (the PixelCNN): code indices (n, h, w)."""
 
         def sample(self, n, generator=None, temperature=1.0):
             return torch.randint(0, 16, (n, 7, 7), generator=generator)

@@ -36,7 +36,7 @@ class ImageDataset:
     has_factors: bool = False
     factor_names: list = []
     factor_sizes: list = []
-    # Added by the datasets package (engineer A): where the images and the split came from (e.g. "only
+    # Where the images and the split came from (e.g. "only
     # the official MNIST test split was found; divided 9000/1000 with a fixed seed"), and optional names
     # of categorical label values ({"digit": ["0", ..., "9"]}, {"shape": ["square", "ellipse", "heart"]}).
     source_note: str = ""

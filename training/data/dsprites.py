@@ -12,7 +12,7 @@ The exact dSprites factor grid, in the original order with posY varying fastest 
 737,280 binary 64x64 images, one channel, uint8 0/255, no anti-aliasing. Flat index = mixed-radix
 number of the class indices (strides 245760, 40960, 1024, 32, 1), as in the original .npz.
 
-Geometry (measured from the official sprites, see docs and /work/shared/notes/reference.md):
+Geometry (measured from the official sprites):
 sprite centre = 64 * (0.25 + 0.5 * pos) px, i.e. 16..48 px; pixel (row i, column j) has its centre
 at (j + 0.5, i + 0.5), y pointing down. In the shape's own frame (units of `scale`):
   square   side 20;
