@@ -467,8 +467,8 @@ def test_broken_runs_do_not_break_the_others_and_folders_stay_untouched(tmp_path
 # ---- a real run ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_run_root(tmp_path_factory):
-    """Train a tiny VAE for a few steps on the shipped MNIST test split and export it (engineer C's
-    trainer, engineer E's export): a real run folder, as the explorer meets it."""
+    """Train a tiny VAE for a few steps on the shipped MNIST test split and export it with the project's
+    trainer and export: a real run folder, as the explorer meets it."""
     from training.config import DataConfig, ModelConfig, TrainConfig
     from training import export
     from training.trainer import train
@@ -558,7 +558,7 @@ def test_real_run_map_payload_downloads_and_attributes(tiny_run_root):
 
 @pytest.fixture(scope="module")
 def vq_run_root(tmp_path_factory):
-    """A tiny VQ-VAE run twice: without a prior, and with a tiny PixelCNN prior (engineer E's train-prior)."""
+    """A tiny VQ-VAE run twice: without a prior, and with a tiny PixelCNN prior."""
     import shutil
 
     from training.config import DataConfig, ModelConfig, TrainConfig
