@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from training.errors import UserError
 
+from .latent_ops import dims_by_kl
 from .runs import LoadedRun
 
 # Categorical palette (Tableau 10, then its lighter partner colours): distinguishable, colour-blind aware.
@@ -25,6 +26,8 @@ PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b
 MAX_CATEGORIES = len(PALETTE)
 MAX_CSV_VALUES = 20_000_000  # N * D above this is too big for a CSV download; use latents.npz
 MAX_DISPLAY_SIDE = 2048
+IMAGE_PX = 224            # single images are enlarged (nearest neighbour) to about this size
+GRID_PX = 640             # grids and strips: longest side about this size
 
 
 # ---- image grids ---------------------------------------------------------------------------------------
@@ -102,6 +105,41 @@ def to_png_bytes(image) -> bytes:
     buf = io.BytesIO()
     to_pil(image).save(buf, format="PNG", optimize=False)
     return buf.getvalue()
+
+
+def show(image, size: int = IMAGE_PX) -> Image.Image:
+    """One image as shown in the app: uint8 (H, W, C) enlarged with nearest neighbour (stays crisp)."""
+    return upscale(image, size)
+
+
+def grid(images, nrow: int, size: int = GRID_PX) -> Image.Image:
+    """A grid of images as shown in the app: enlarged to about `size` pixels when smaller."""
+    picture = image_grid(images, nrow=nrow)
+    return upscale(picture, size) if max(picture.size) < size else picture
+
+
+def captioned_grid(images, captions: Sequence[str], nrow: int, tile: int = 64) -> Image.Image:
+    """Thumbnails (B, h, w, C) uint8 in rows of `nrow`, each enlarged to `tile` px with its caption below.
+    One picture instead of a gallery of files: a click sends three images, not ten."""
+    font = _font(12)
+    n = len(images)
+    cols = max(1, min(nrow, n))
+    rows = int(math.ceil(n / cols))
+    pad, text_h = 4, 16
+    sheet = Image.new("RGB", (cols * (tile + pad) + pad, rows * (tile + text_h + pad) + pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, (image, caption) in enumerate(zip(images, captions)):
+        r, c = divmod(k, cols)
+        x, y = pad + c * (tile + pad), pad + r * (tile + text_h + pad)
+        thumb = to_pil(image).convert("RGB")
+        factor = max(1, tile // max(thumb.size))
+        thumb = thumb.resize((thumb.size[0] * factor, thumb.size[1] * factor), Image.Resampling.NEAREST)
+        if max(thumb.size) > tile:
+            thumb = thumb.resize((tile, tile), Image.Resampling.BOX)
+        sheet.paste(thumb, (x + (tile - thumb.size[0]) // 2, y + (tile - thumb.size[1]) // 2))
+        width = draw.textlength(caption, font=font)
+        draw.text((x + (tile - width) / 2, y + tile + 1), caption, fill="#333333", font=font)
+    return sheet
 
 
 def make_gif(frames, fps: float = 10.0, pingpong: bool = False, size: Optional[int] = None) -> bytes:
@@ -214,19 +252,11 @@ def posterior_figure(mu, logvar, dims: Optional[Sequence[int]] = None, width: in
 
 
 # ---- map payload and downloads -------------------------------------------------------------------------
-def _need_latents(run: LoadedRun) -> dict:
-    if run.latents is None:
-        raise UserError(f"run {run.name!r} has no exported latents (run `python -m training export` on it)")
-    return run.latents
-
-
 def color_options(run: LoadedRun) -> list[str]:
     """What the map can be coloured by: 'none', 'split', each label, and latent dimensions 'z<d>'
     (the 10 most informative, or all when D <= 32)."""
     if run.latents is None:
         return ["none"]
-    from .latent_ops import dims_by_kl
-
     options = ["none"]
     if "split" in run.latents:
         options.append("split")
@@ -270,7 +300,7 @@ def map_payload(run: LoadedRun, color_by: str = "none") -> dict:
     absent for none), legend (categorical: [{code, label, color, count}]), color_range (continuous:
     [min, max]), bounds [xmin, xmax, ymin, ymax]. About 0.3 MB of JSON for 10,000 points.
     """
-    lat = _need_latents(run)
+    lat = run.latents
     xy = lat["xy"].astype(np.float64)
     n = xy.shape[0]
     payload = {
@@ -302,7 +332,7 @@ def map_payload(run: LoadedRun, color_by: str = "none") -> dict:
 
 def latents_csv(run: LoadedRun) -> bytes:
     """The latent table as CSV: point, index (dataset), split, x, y, one column per label, mu_0..mu_{D-1}."""
-    lat = _need_latents(run)
+    lat = run.latents
     mu = lat["mu"]
     n, d = mu.shape
     if n * d > MAX_CSV_VALUES:
@@ -326,6 +356,4 @@ def latents_csv(run: LoadedRun) -> bytes:
 
 def attributes_json(run: LoadedRun) -> bytes:
     """attributes.json of the run, pretty-printed."""
-    if not run.attributes:
-        raise UserError(f"run {run.name!r} has no attributes.json (run `python -m training export` on it)")
     return (json.dumps(run.attributes, indent=1) + "\n").encode("utf-8")

@@ -57,8 +57,6 @@ class LoadedRun:
     done: bool = False
     prior: Any = None  # the VQ-VAE's PixelCNN prior, or None
     problems: list = field(default_factory=list)
-    # Squared norms of latents["mu"] rows, precomputed for fast nearest-neighbour search.
-    mu_sqnorm: Optional[np.ndarray] = None
 
     @property
     def is_vq(self) -> bool:

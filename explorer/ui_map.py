@@ -17,6 +17,7 @@ from typing import Iterable, Optional
 
 import gradio as gr
 import numpy as np
+import plotly
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 
@@ -47,8 +48,6 @@ MAP_CSS = """
 
 def plotly_js_path() -> str:
     """plotly.min.js inside the installed plotly package (about 4 MB; served locally, never from a CDN)."""
-    import plotly
-
     path = os.path.join(os.path.dirname(os.path.abspath(plotly.__file__)), "package_data", "plotly.min.js")
     if not os.path.isfile(path):
         raise RuntimeError(f"plotly.min.js not found at {path}; reinstall plotly")

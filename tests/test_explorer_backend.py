@@ -19,7 +19,12 @@ import pytest
 import torch
 from PIL import Image
 
-from explorer import figures, latent_ops as ops
+from explorer import figures, latent_ops as ops, pictures
+from explorer.checks import choice, number, whole_number
+from explorer.points import Points, require_latents
+from explorer.tabs.attributes import checked_attribute
+from explorer.tabs.interpolate import METHODS
+from explorer.tabs.samples import sample_grid
 from explorer.runs import LoadedRun, RunRegistry
 from training.config import RunConfig
 from training.errors import UserError
@@ -43,8 +48,7 @@ def table_run(n=200, d=6, seed=0, labels=True) -> LoadedRun:
         latents["label_kinds"] = np.array(kinds)
     return LoadedRun(name="table", path="/nonexistent", config=RunConfig(), model=None, latents=latents,
                      attributes=None, metrics=None, has_prior=True, latent_dim=d, label_names=names,
-                     label_kinds=kinds, latent_shape=(d,),
-                     mu_sqnorm=np.einsum("ij,ij->i", mu.astype(np.float64), mu.astype(np.float64)))
+                     label_kinds=kinds, latent_shape=(d,))
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -97,12 +101,13 @@ def test_interpolate_shapes_endpoints_and_validation():
     assert path.shape == (7, 4) and path.dtype == np.float32
     np.testing.assert_allclose(path[3], 0.5)
     assert ops.interpolate(a + 1, -b, 5, "slerp").shape == (5, 4)
-    with pytest.raises(UserError, match="mode"):
-        ops.interpolate(a, b, 5, "cubic")
+    # The method and the number of steps are endpoint values: the boundary refuses them.
+    with pytest.raises(UserError, match="method"):
+        choice("cubic", "method", METHODS)
     with pytest.raises(UserError, match="steps"):
-        ops.interpolate(a, b, 1)
+        whole_number(1, "steps", 2, 64)
     with pytest.raises(UserError, match="steps"):
-        ops.interpolate(a, b, 10_000)
+        whole_number(10_000, "steps", 2, 64)
     with pytest.raises(UserError, match="NaN"):
         ops.lerp([0, np.nan], [1, 1], 0.5)
     with pytest.raises(UserError, match="same shape"):
@@ -173,9 +178,11 @@ def test_selection_mean_and_index_validation():
     run = table_run()
     np.testing.assert_allclose(ops.mean_latent_of_selection(run, [1, 2, 3]), run.latents["mu"][[1, 2, 3]].mean(0),
                                rtol=1e-6)
-    for bad in ([], [-1], [200], ["a"], [1.5]):
+    points = Points(registry=None)
+    assert points.selected_rows(run, "") == []  # nothing selected: the endpoint says so, nothing decoded
+    for bad in ("-1", "200", "a", "1.5"):
         with pytest.raises(UserError):
-            ops.mean_latent_of_selection(run, bad)
+            points.selected_rows(run, bad)
 
 
 def test_dims_by_kl_orders_by_kl():
@@ -198,11 +205,11 @@ def test_attribute_vectors_from_attributes_json():
     z = lat["mu"][0]
     assert float((ops.apply_attribute(z, v, 1.0) - z) @ v) > 0
     with pytest.raises(UserError, match="unknown attribute"):
-        ops.attribute_vector(run, "nope", corrected=False)
+        checked_attribute(run, "nope", corrected=False)
     assert json.loads(figures.attributes_json(run))["attributes"]["smile"]["vector"] == run.attributes[
         "attributes"]["smile"]["vector"]
     with pytest.raises(UserError, match="no attribute"):
-        ops.attribute_vector(table_run(), "smile", corrected=False)
+        checked_attribute(table_run(), "smile", corrected=False)
 
 
 # ---- figures and payloads ---------------------------------------------------------------------------------
@@ -280,7 +287,7 @@ def test_small_charts_draw():
 
 # ---- image input --------------------------------------------------------------------------------------------
 def _prep(picture, channels=1, size=16, **kw):
-    x = ops.to_model_input(picture, channels, size, **kw)
+    x = pictures.to_model_input(picture, channels, size, **kw)
     assert x.shape == (1, channels, size, size) and x.dtype == torch.float32
     assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
     return x
@@ -327,32 +334,35 @@ def test_prepare_image_takes_the_first_frame_of_an_animation_and_crops_the_centr
 
 def test_prepare_image_refuses_huge_images_and_non_images():
     with pytest.raises(UserError, match="too large"):
-        ops.to_model_input(png_header_only(8000, 6000), 1, 16)  # 48 MP: refused from the header
+        pictures.to_model_input(png_header_only(8000, 6000), 1, 16)  # 48 MP: refused from the header
     with pytest.raises(UserError, match="too large"):
-        ops.to_model_input(Image.new("L", (20, 20)), 1, 16, max_pixels=100)
+        pictures.to_model_input(Image.new("L", (20, 20)), 1, 16, max_pixels=100)
     with pytest.raises(UserError, match="not an image"):
-        ops.to_model_input(b"hello, not a picture", 1, 16)
+        pictures.to_model_input(b"hello, not a picture", 1, 16)
     with pytest.raises(UserError):
-        ops.to_model_input("/etc/passwd", 1, 16)
+        pictures.to_model_input("/etc/passwd", 1, 16)
     with pytest.raises(UserError):
-        ops.to_model_input(png_header_only(20, 20), 1, 16)  # header fine, pixels corrupt
+        pictures.to_model_input(png_header_only(20, 20), 1, 16)  # header fine, pixels corrupt
     with pytest.raises(UserError):
-        ops.to_model_input(np.zeros((4, 4, 2), dtype=np.uint8), 1, 16)
+        pictures.to_model_input(np.zeros((4, 4, 2), dtype=np.uint8), 1, 16)
 
 
 def test_corrupt_is_seeded_and_masks_what_it_says():
     x = torch.full((1, 1, 10, 10), 0.5)
-    a = ops.corrupt(x, noise_std=0.2, seed=3)
-    assert torch.equal(a, ops.corrupt(x, noise_std=0.2, seed=3)) and not torch.equal(a, ops.corrupt(x, 0.2, seed=4))
+    a = pictures.corrupt(x, noise_std=0.2, seed=3)
+    assert torch.equal(a, pictures.corrupt(x, noise_std=0.2, seed=3)) and not torch.equal(a, pictures.corrupt(x, 0.2, seed=4))
     assert 0 <= float(a.min()) and float(a.max()) <= 1
-    boxed = ops.corrupt(x, mask_box=(0.0, 0.0, 0.5, 1.0), fill=0.0)
+    boxed = pictures.corrupt(x, mask_box=(0.0, 0.0, 0.5, 1.0), fill=0.0)
     assert float(boxed[0, 0, :, :5].max()) == 0.0 and float(boxed[0, 0, :, 5:].min()) == 0.5
-    holes = ops.corrupt(torch.full((1, 3, 64, 64), 0.5), mask_fraction=0.3, seed=0)
+    holes = pictures.corrupt(torch.full((1, 3, 64, 64), 0.5), mask_fraction=0.3, seed=0)
     hidden = (holes == 0).all(dim=1).float().mean()
     assert 0.25 < float(hidden) < 0.35
-    for kw in ({"noise_std": -1}, {"mask_fraction": 2}, {"mask_box": (0.5, 0, 0.2, 1)}, {"noise_std": float("nan")}):
+    for kw in ({"mask_fraction": 2}, {"mask_box": (0.5, 0, 0.2, 1)}):
         with pytest.raises(UserError):
-            ops.corrupt(x, **kw)
+            pictures.corrupt(x, **kw)
+    for noise in (-1, float("nan")):  # the noise level is an endpoint value: the boundary refuses it
+        with pytest.raises(UserError):
+            number(noise, "noise", 0.0, 1.0)
 
 
 # ---- the registry -------------------------------------------------------------------------------------------
@@ -448,7 +458,7 @@ def test_broken_runs_do_not_break_the_others_and_folders_stay_untouched(tmp_path
         r = reg.get(name)
         assert r.latents is None and any("latents.npz" in p for p in r.problems), r.problems
     with pytest.raises(UserError, match="no exported latents"):
-        ops.place_on_map(run, np.zeros(3))
+        require_latents(run)
     ops.decode(run, np.zeros(3))
     assert _snapshot(tmp_path) == before  # the explorer never writes into run folders
 
@@ -456,8 +466,8 @@ def test_broken_runs_do_not_break_the_others_and_folders_stay_untouched(tmp_path
 # ---- a real run ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_run_root(tmp_path_factory):
-    """Train a tiny VAE for a few steps on the shipped MNIST test split and export it (engineer C's
-    trainer, engineer E's export): a real run folder, as the explorer meets it."""
+    """Train a tiny VAE for a few steps on the shipped MNIST test split and export it with the project's
+    trainer and export: a real run folder, as the explorer meets it."""
     from training.config import DataConfig, ModelConfig, TrainConfig
     from training import export, latent_map
     from training.trainer import train
@@ -506,7 +516,7 @@ def test_real_run_encode_decode_traverse_sample(tiny_run_root):
     imgs = ops.decode(run, mu)
     assert imgs.shape == (3, 28, 28, 1) and imgs.dtype == np.uint8
     assert ops.reconstruct(run, thumbs).shape == (3, 28, 28, 1)
-    x = ops.prepare_image(run, Image.new("RGB", (50, 40), "white"))
+    x = pictures.prepare_image(run, Image.new("RGB", (50, 40), "white"))
     assert x.shape == (1, 1, 28, 28)
     grid = ops.traversal(run, mu[0], dims=[0, 1], values=np.linspace(-2, 2, 5))
     assert grid.shape == (10, 28, 28, 1)
@@ -521,7 +531,7 @@ def test_real_run_encode_decode_traverse_sample(tiny_run_root):
         with pytest.raises(UserError):
             ops.decode(run, bad)
     with pytest.raises(UserError):
-        ops.sample_prior(run, 6, temperature=-1)
+        sample_grid(run, 6, 0, -1)
     assert ops.place_on_map(run, mu).shape == (3, 2)
 
 
@@ -547,7 +557,7 @@ def test_real_run_map_payload_downloads_and_attributes(tiny_run_root):
 
 @pytest.fixture(scope="module")
 def vq_run_root(tmp_path_factory):
-    """A tiny VQ-VAE run twice: without a prior, and with a tiny PixelCNN prior (engineer E's train-prior)."""
+    """A tiny VQ-VAE run twice: without a prior, and with a tiny PixelCNN prior."""
     import shutil
 
     from training.config import DataConfig, ModelConfig, TrainConfig
@@ -575,8 +585,8 @@ def test_vq_run_quantises_on_decode_and_samples_only_with_a_prior(vq_run_root):
     assert plain.latent_dim == 4 * 7 * 7 and not plain.has_prior and with_prior.has_prior
     assert "no" in plain.card()["samples"]
     with pytest.raises(UserError, match="no prior"):
-        ops.sample_prior(plain, 2)
-    x = ops.prepare_image(plain, Image.new("L", (28, 28), 255))
+        sample_grid(plain, 2, 0, 1.0)
+    x = pictures.prepare_image(plain, Image.new("L", (28, 28), 255))
     mu, logvar = ops.encode_images(plain, x)
     assert mu.shape == (1, 196) and not logvar.any()
     np.testing.assert_array_equal(ops.decode(plain, mu), ops.reconstruct(plain, x))

@@ -1,0 +1,117 @@
+"""Attributes tab: an attribute vector (from attributes.json) added to the input point ★ at a chosen
+strength, a strip over strengths, and the analogy A − B + ★."""
+from __future__ import annotations
+
+import html
+import math
+
+import gradio as gr
+import numpy as np
+
+from training.errors import UserError
+
+from .. import figures
+from .. import latent_ops as ops
+from ..checks import number, user_errors
+from ..runs import LoadedRun
+from .events import HEAVY, LIVE, Page, Step, pixel_image, private, then
+
+STRIP_STRENGTHS = np.linspace(-3.0, 3.0, 7)
+
+
+def checked_attribute(run: LoadedRun, attribute, corrected) -> tuple[np.ndarray, float]:
+    """(vector, ROC-AUC) of an attribute named by an endpoint value (checked here)."""
+    if not run.attribute_names:
+        raise UserError(f"run {run.name!r} has no attribute vectors (export it with labels)")
+    if not isinstance(attribute, str) or attribute not in run.attribute_names:
+        raise UserError(f"unknown attribute {str(attribute)[:60]!r} "
+                        f"(this run has: {', '.join(run.attribute_names)})")
+    if corrected and not ops.has_corrected_vector(run, attribute):
+        raise UserError(f"attribute {attribute!r} has no confounder-corrected vector")
+    return ops.attribute_vector(run, attribute, corrected=bool(corrected))
+
+
+def attribute_markdown(run: LoadedRun, attribute: str, corrected: bool, auc: float) -> str:
+    entry = run.attributes["attributes"][attribute]
+    name = html.escape(attribute)
+    lines = [f"**{name}** vector = mean(μ | {name}) − mean(μ | not)"]
+    if corrected:
+        conf = entry.get("corrected", {}).get("confounder")
+        lines.append(f"bias-corrected (balanced against *{html.escape(str(conf))}*)" if conf else "bias-corrected")
+    if math.isfinite(auc):
+        lines.append(f"ROC-AUC of z·v as a classifier of {name}: **{auc:.3f}** (0.5 = no better than chance)")
+    counts = [f"{k.replace('n_', '')} {entry[k]}" for k in ("n_pos", "n_neg") if k in entry]
+    if counts:
+        lines.append("examples: " + ", ".join(counts))
+    return "  \n".join(lines)
+
+
+class AttributesTab:
+    def __init__(self, page: Page):
+        self.points = page.points
+
+    def layout(self, page: Page) -> None:
+        with gr.Row():
+            page.attr_dd = gr.Dropdown([], label="Attribute", elem_id="attribute", allow_custom_value=True, scale=2)
+            self.corrected = gr.Checkbox(False, label="Bias-corrected vector", elem_id="corrected", scale=1)
+            page.attr_point = gr.Number(0, precision=0, minimum=-1, label="Input point ★",
+                                        elem_id="attr-point", scale=1, min_width=100)
+        self.strength = gr.Slider(-4.0, 4.0, value=1.5, step=0.05, label="Strength (drag: decodes live)",
+                                  elem_id="strength")
+        with gr.Row():
+            self.input_image = pixel_image(label="Input", elem_id="attr-in", height=220)
+            self.output_image = pixel_image(label="Input + strength · vector", elem_id="attr-out", height=220)
+        self.info = gr.Markdown(elem_id="attr-info")
+        self.button = gr.Button("Apply", elem_id="attr-btn")
+        gr.Markdown("Strength −3 … +3:")
+        self.strip = pixel_image(show_label=False, elem_id="attr-strip")
+        gr.Markdown("#### Analogy: A − B + ★\n*“A is to B as ? is to ★”* — A and B from the "
+                    "Interpolate tab, ★ the input point above.")
+        self.analogy_button = gr.Button("Compute A − B + ★", elem_id="analogy-btn")
+        gr.Markdown("Left to right: A, B, ★, A − B + ★")
+        self.analogy_image = pixel_image(show_label=False, elem_id="analogy")
+
+    def define_steps(self, page: Page) -> None:
+        inputs = [page.run_dd, page.attr_dd, self.corrected, page.attr_point, self.strength, page.session]
+        page.io.attribute = Step(self.attribute, inputs, [self.input_image, self.output_image, self.strip, self.info])
+        page.io.attribute_edit = Step(self.attribute_edit, inputs, [self.output_image], live=True)
+
+    def wire(self, page: Page) -> None:
+        step, overlay = page.io.attribute, page.io.overlay
+        then(page.set_input.click(None, [page.point], [page.attr_point], js="(p) => p"), step, overlay)
+        then(self.button.click(**step.io(), api_name="attribute", **HEAVY), overlay)
+        for listener in (page.attr_dd.input, self.corrected.input, page.attr_point.submit):
+            then(listener(**step.io(), **HEAVY, **private()), overlay)
+        self.strength.input(**page.io.attribute_edit.io(), api_name="attribute_edit", trigger_mode="always_last",
+                            show_progress="hidden", **LIVE)
+        self.analogy_button.click(self.analogy, [page.run_dd, page.a, page.b, page.attr_point, page.session],
+                                  [self.analogy_image], api_name="analogy", **HEAVY)
+
+    # ---- handlers ---------------------------------------------------------------------------------------
+    def _edited(self, name, attribute, corrected, point, strength, session):
+        run = self.points.run(name)
+        v, auc = checked_attribute(run, attribute, corrected)
+        strength = number(strength, "strength", -10.0, 10.0)
+        z = self.points.latent_of(run, point, session, "attribute input")
+        return run, v, auc, z, ops.decode(run, ops.apply_attribute(z, v, strength))[0]
+
+    @user_errors
+    def attribute(self, name: str, attribute, corrected, point, strength, session):
+        """Input, input + strength·vector, a strip over strengths −3…+3, and the vector's ROC-AUC."""
+        run, v, auc, z, edited = self._edited(name, attribute, corrected, point, strength, session)
+        strip = ops.decode(run, np.stack([ops.apply_attribute(z, v, s) for s in STRIP_STRENGTHS]))
+        return (figures.show(self.points.image_of(run, point, session)), figures.show(edited),
+                figures.grid(strip, nrow=len(STRIP_STRENGTHS)), attribute_markdown(run, attribute, bool(corrected), auc))
+
+    @user_errors
+    def attribute_edit(self, name: str, attribute, corrected, point, strength, session):
+        """Only the edited image (the live strength slider)."""
+        return figures.show(self._edited(name, attribute, corrected, point, strength, session)[-1])
+
+    @user_errors
+    def analogy(self, name: str, a, b, c, session):
+        """A − B + C: decoded A, B, C and the result, side by side."""
+        run = self.points.run(name)
+        za, zb, zc = (self.points.latent_of(run, p, session, what) for p, what in ((a, "A"), (b, "B"), (c, "C")))
+        images = ops.decode(run, np.stack([za, zb, zc, ops.analogy(za, zb, zc)]))
+        return figures.grid(images, nrow=4)

@@ -1,0 +1,193 @@
+"""Disentangle tab: traversal grids (dimensions ordered by KL) of this run and of a compared run, KL per
+dimension, disentanglement scores, and live sliders for the point's most active dimensions."""
+from __future__ import annotations
+
+import html
+from typing import Optional
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from training.errors import UserError
+
+from .. import figures
+from .. import latent_ops as ops
+from .. import pictures
+from ..checks import number, user_errors
+from ..points import Points
+from ..run_scores import read_scores
+from ..runs import LoadedRun
+from .events import HEAVY, LIVE, Page, Step, image_out, pixel_image, private, then
+
+LIVE_DIMS = 6             # live sliders for the most active latent dimensions
+TRAVERSAL_STEPS = 9
+VQ_NO_TRAVERSAL = "A VQ-VAE's latent is a grid of discrete codes"
+
+
+def checked_span(span) -> float:
+    return number(span, "span", 0.5, 6.0)
+
+
+def traversal_grid(run: LoadedRun, z: np.ndarray, span: float) -> tuple[Image.Image, str]:
+    """The traversal grid from latent z over ±span and the note that says how to read it."""
+    dims = ops.dims_by_kl(run)[: min(10, run.latent_dim)]
+    images = ops.traversal(run, z=z, dims=dims, values=np.linspace(-span, span, TRAVERSAL_STEPS))
+    kl = ops.kl_per_dim(run)
+    rows = ", ".join(f"z{int(d)}" + (f" ({kl[int(d)]:.2f})" if kl is not None else "") for d in dims)
+    note = (f"Rows, top to bottom: {rows} — ordered by KL (nats). Columns: the dimension set to "
+            f"{-span:g} … {span:g}, the other dimensions kept at the point's posterior mean.")
+    return figures.grid(images, nrow=TRAVERSAL_STEPS), note
+
+
+def scores_markdown(run: LoadedRun) -> str:
+    scores = read_scores(run.metrics, run.latent_dim)
+    rows = [f"| {label} | {value:.3f} |" for label, value in scores.disentanglement]
+    if scores.active_units is not None:
+        rows.append(f"| active units | {scores.active_units} of {run.latent_dim} |")
+    if not rows:
+        return (f"**{html.escape(run.name)}**: no disentanglement scores (they need a dataset with "
+                "ground-truth factors and `python -m training evaluate`).")
+    protocol = f" — {html.escape(scores.protocol)}" if scores.protocol else ""
+    return f"**{html.escape(run.name)}**{protocol}\n\n| score | value |\n|---|---|\n" + "\n".join(rows)
+
+
+def kl_chart(run: LoadedRun) -> Optional[Image.Image]:
+    kl = ops.kl_per_dim(run)
+    if kl is None or run.is_vq or not np.any(kl > 0):
+        return None
+    return figures.kl_bar_figure(kl)
+
+
+def live_slider_updates(run: LoadedRun) -> list:
+    """Labels and visibility of the live sliders for a run."""
+    if run.is_vq:
+        return [gr.Slider(visible=False) for _ in range(LIVE_DIMS)]
+    dims = ops.dims_by_kl(run)[:LIVE_DIMS]
+    kl = ops.kl_per_dim(run)
+    updates = []
+    for i in range(LIVE_DIMS):
+        if i < len(dims):
+            d = int(dims[i])
+            label = f"z{d}" + (f"  (KL {kl[d]:.2f} nats)" if kl is not None else "")
+            updates.append(gr.Slider(label=label, visible=True, value=0.0))
+        else:
+            updates.append(gr.Slider(visible=False, value=0.0))
+    return updates
+
+
+def _hidden_image() -> gr.Image:
+    return gr.Image(value=None, visible=False)
+
+
+class DisentangleTab:
+    def __init__(self, page: Page):
+        self.points: Points = page.points
+
+    def layout(self, page: Page) -> None:
+        with gr.Row(elem_id="dis-controls"):
+            page.trav_point = gr.Number(0, precision=0, minimum=-1, label="Traverse from point",
+                                        elem_id="trav-point", min_width=100)
+            page.span = gr.Slider(1.0, 4.0, value=3.0, step=0.5, label="Range ±", elem_id="span")
+            self.from_click = gr.Button("Use clicked point", elem_id="trav-from-click", size="sm")
+            page.compare_dd = gr.Dropdown(["none"] + page.names, value="none", label="Compare with run",
+                                          elem_id="compare", allow_custom_value=True)
+        with gr.Row(equal_height=False):
+            with gr.Column(min_width=220):
+                gr.Markdown("**This run**")
+                self.grid = pixel_image(show_label=False, elem_id="trav-grid")
+                self.note = gr.Markdown(elem_id="trav-note")
+                self.kl = image_out(show_label=False, elem_id="kl-chart")
+                self.scores = gr.Markdown(elem_id="scores")
+            with gr.Column(min_width=220):
+                gr.Markdown("**Compared run** (same image, encoded by that run)")
+                self.cmp_grid = pixel_image(show_label=False, elem_id="cmp-grid", visible=False)
+                self.cmp_note = gr.Markdown(elem_id="cmp-note")
+                self.cmp_kl = image_out(show_label=False, elem_id="cmp-kl", visible=False)
+                self.cmp_scores = gr.Markdown(elem_id="cmp-scores")
+        gr.Markdown("#### Live: the most active dimensions of the point")
+        with gr.Row():
+            with gr.Column(scale=2):
+                page.live = [gr.Slider(-4.0, 4.0, value=0.0, step=0.05, label=f"dim {i}", elem_id=f"live-{i}")
+                             for i in range(LIVE_DIMS)]
+            self.live_image = pixel_image(label="Decoded", elem_id="live-image", scale=1, height=256)
+
+    def define_steps(self, page: Page) -> None:
+        here = [page.run_dd, page.trav_point, page.span, page.session]
+        page.io.disentangle = Step(self.disentanglement, here, [self.grid, self.note, self.kl, self.scores, *page.live])
+        page.io.compare = Step(self.compare, [page.compare_dd, *here], [self.cmp_grid, self.cmp_note, self.cmp_kl,
+                                                                        self.cmp_scores])
+        page.io.live = Step(self.live_traversal, [page.run_dd, page.trav_point, *page.live, page.session],
+                            [self.live_image], live=True)
+
+    def wire(self, page: Page) -> None:
+        dis, cmp, live = page.io.disentangle, page.io.compare, page.io.live
+        then(self.from_click.click(None, [page.point], [page.trav_point], js="(p) => p"), dis, live, cmp)
+        then(page.trav_point.submit(**dis.io(), api_name="disentanglement", **HEAVY), live, cmp)
+        then(page.span.release(**dis.io(), **HEAVY, **private()), cmp)
+        page.compare_dd.input(**cmp.io(), api_name="compare", **HEAVY)
+        for i, slider in enumerate(page.live):
+            slider.input(**live.io(), trigger_mode="always_last", show_progress="hidden", **LIVE,
+                         **(dict(api_name="live_traversal") if i == 0 else private()))
+
+    # ---- handlers ---------------------------------------------------------------------------------------
+    def _start(self, run: LoadedRun, base_run: LoadedRun, point, session) -> np.ndarray:
+        """The latent to traverse from: the point itself, or (another run) its image encoded by that run."""
+        if base_run is run:
+            return self.points.latent_of(run, point, session, "traversal point")
+        image = self.points.image_of(base_run, point, session)
+        x = pictures.prepare_image(run, image[..., 0] if image.shape[2] == 1 else image)
+        return ops.encode_images(run, x)[0][0]
+
+    @user_errors
+    def disentanglement(self, name: str, point, span, session):
+        """Traversal grid (dims ordered by KL), KL per dimension, disentanglement scores, and the live
+        sliders' starting values (the point's posterior mean on those dimensions)."""
+        run = self.points.run(name)
+        span = checked_span(span)
+        if run.is_vq:
+            note = f"{VQ_NO_TRAVERSAL}: single-dimension traversals do not apply. Compare a VAE-family run on the right."
+            return (None, note, None, scores_markdown(run), *[gr.Slider() for _ in range(LIVE_DIMS)])
+        z = self._start(run, run, point, session)
+        grid, note = traversal_grid(run, z, span)
+        dims = ops.dims_by_kl(run)[:LIVE_DIMS]
+        sliders = [gr.Slider(value=round(float(np.clip(z[int(d)], -4, 4)), 2)) if i < len(dims) else gr.Slider()
+                   for i, d in enumerate(list(dims) + [None] * (LIVE_DIMS - len(dims)))]
+        return (grid, note, kl_chart(run), scores_markdown(run), *sliders)
+
+    @user_errors
+    def live_traversal(self, name: str, point, *values_and_session):
+        """Decode the point with its most active dimensions set to the live sliders' values."""
+        *values, session = values_and_session
+        run = self.points.run(name)
+        if run.is_vq:
+            raise UserError("live dimension sliders do not apply to a VQ-VAE")
+        z = self.points.latent_of(run, point, session, "traversal point").astype(np.float64).copy()
+        for d, v in zip(ops.dims_by_kl(run)[:LIVE_DIMS], values):
+            z[int(d)] = number(v, f"value of z{int(d)}", -10.0, 10.0)
+        return figures.show(ops.decode(run, z)[0], 256)
+
+    @user_errors
+    def compare(self, other: str, name: str, point, span, session):
+        """A second run side by side: its traversal from the same image (encoded by that run), its KL
+        per dimension and its scores."""
+        if other in (None, "", "none"):
+            return _hidden_image(), "Choose a second run to compare.", _hidden_image(), ""
+        run_b = self.points.run(other)
+        run_a = self.points.run(name)
+        span = checked_span(span)
+        if run_b.is_vq:
+            return (_hidden_image(), f"{VQ_NO_TRAVERSAL}: no per-dimension traversal.", _hidden_image(),
+                    scores_markdown(run_b))
+        grid, note = traversal_grid(run_b, self._start(run_b, run_a, point, session), span)
+        kl = kl_chart(run_b)
+        return (gr.Image(value=grid, visible=True), note, gr.Image(value=kl, visible=kl is not None),
+                scores_markdown(run_b))
+
+    def traversal_picture(self, name: str, point, span, session) -> tuple[LoadedRun, Image.Image]:
+        """The run and its traversal grid for endpoint values (the Downloads tab writes it as PNG)."""
+        run = self.points.run(name)
+        if run.is_vq:
+            raise UserError("a VQ-VAE has no per-dimension traversal")
+        span = checked_span(span)
+        return run, traversal_grid(run, self._start(run, run, point, session), span)[0]

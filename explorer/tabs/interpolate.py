@@ -1,0 +1,94 @@
+"""Interpolate tab: the path between points A and B decoded as a strip, a live frame at position t, the
+path drawn on the map, and the path as a GIF."""
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+
+from .. import figures
+from .. import latent_ops as ops
+from ..checks import choice, number, user_errors, whole_number
+from ..points import Points
+from ..runs import LoadedRun
+from ..tempfiles import Downloads
+from .events import HEAVY, LIVE, Page, Step, pixel_image, private, then
+
+METHODS = tuple(ops.INTERPOLATORS)
+
+
+def path_frames(points: Points, run: LoadedRun, a, b, method, steps, session) -> tuple[np.ndarray, str, int]:
+    """The decoded frames from A to B for endpoint values (checked here), the method and the frame count."""
+    method = choice(method, "method", METHODS)
+    steps = whole_number(steps, "steps", 2, 64)
+    za, zb = points.latent_of(run, a, session, "point A"), points.latent_of(run, b, session, "point B")
+    return ops.decode(run, ops.interpolate(za, zb, steps, method)), method, steps
+
+
+class InterpolateTab:
+    def __init__(self, page: Page, downloads: Downloads):
+        self.points = page.points
+        self.downloads = downloads
+
+    def layout(self, page: Page) -> None:
+        with gr.Row():
+            page.a = gr.Number(0, precision=0, minimum=-1, label="A (point)", elem_id="point-a", min_width=90)
+            page.b = gr.Number(1, precision=0, minimum=-1, label="B (point)", elem_id="point-b", min_width=90)
+            page.method = gr.Radio(list(METHODS), value="slerp", label="Path", elem_id="method")
+            page.n_frames = gr.Slider(3, 16, value=9, step=1, label="Frames", elem_id="steps")
+        self.button = gr.Button("Decode path A → B", elem_id="interp-btn")
+        self.strip = pixel_image(show_label=False, elem_id="strip")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=200):
+                page.t = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Position t between A and B",
+                                   info="Drag: the frame decodes live and moves on the map.", elem_id="t")
+                gr.Markdown("The path is drawn on the map. *slerp* follows the sphere where prior "
+                            "samples live; *linear* cuts through the middle, where the norm is "
+                            "lower. Point -1 is your image from the Reconstruct tab.")
+                self.gif_button = gr.Button("Save as GIF", size="sm", elem_id="gif-btn")
+                self.gif_file = gr.File(label="Interpolation GIF", interactive=False, elem_id="gif-file",
+                                        visible=False)
+            self.frame = pixel_image(label="Decoded at t", elem_id="frame", height=240, scale=2, min_width=200)
+
+    def define_steps(self, page: Page) -> None:
+        ends = [page.run_dd, page.a, page.b, page.method]
+        page.io.strip = Step(self.interpolate, [*ends, page.n_frames, page.session], [self.strip])
+        page.io.frame = Step(self.interpolate_frame, [*ends, page.t, page.session], [self.frame], live=True)
+        page.io.gif_inputs = [*ends, page.n_frames, page.session]
+
+    def wire(self, page: Page) -> None:
+        strip, frame, overlay = page.io.strip, page.io.frame, page.io.overlay
+        then(page.set_a.click(None, [page.point], [page.a], js="(p) => p"), strip, frame, overlay)
+        then(page.set_b.click(None, [page.point], [page.b], js="(p) => p"), strip, frame, overlay)
+        then(self.button.click(**strip.io(), api_name="interpolate", **HEAVY), frame, overlay)
+        for listener in (page.a.submit, page.b.submit, page.method.input, page.n_frames.release):
+            then(listener(**strip.io(), **HEAVY, **private()), frame, overlay)
+        page.t.input(**frame.io(), api_name="interpolate_frame", trigger_mode="always_last", show_progress="hidden",
+                     **LIVE)
+        page.t.release(**overlay.io(), **LIVE, **private(), show_progress="hidden")
+        self.gif_button.click(lambda *args: gr.File(value=self.download_gif(*args), visible=True),
+                              page.io.gif_inputs, [self.gif_file], **HEAVY, **private())
+
+    # ---- handlers ---------------------------------------------------------------------------------------
+    @user_errors
+    def interpolate(self, name: str, a, b, method: str, steps, session):
+        """A strip of frames decoded along the path from A to B (on posterior means)."""
+        frames, _, steps = path_frames(self.points, self.points.run(name), a, b, method, steps, session)
+        return figures.grid(frames, nrow=steps, size=max(figures.GRID_PX, 96 * min(steps, 12)))
+
+    @user_errors
+    def interpolate_frame(self, name: str, a, b, method: str, t, session):
+        """One frame at position t in [0, 1] between A and B (the live slider)."""
+        run = self.points.run(name)
+        method = choice(method, "method", METHODS)
+        t = number(t, "t", 0.0, 1.0)
+        za = self.points.latent_of(run, a, session, "point A")
+        zb = self.points.latent_of(run, b, session, "point B")
+        return figures.show(ops.decode(run, ops.interpolate_at(za, zb, t, method))[0])
+
+    @user_errors
+    def download_gif(self, name: str, a, b, method: str, steps, session):
+        """Interpolation A → B (and back) as an animated GIF."""
+        run = self.points.run(name)
+        frames, method, _ = path_frames(self.points, run, a, b, method, steps, session)
+        data = figures.make_gif(frames, fps=8, pingpong=True, size=256)
+        return self.downloads.write(run.name, f"interpolation-{method}", "gif", data)

@@ -1,0 +1,160 @@
+"""The left column: run picker, the latent map with its colouring and marks, the clicked point, the
+model card. Switching runs refreshes every tab (`explorer.ui` chains their steps after `select_run`)."""
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+
+from training.errors import UserError
+
+from .. import figures
+from .. import latent_ops as ops
+from .. import ui_map
+from ..checks import choice, number, user_errors, whole_number
+from .disentangle import live_slider_updates
+from .events import DECODE, LIVE, Page, Step, private, then
+from .interpolate import METHODS
+from .samples import sample_note
+
+
+class MapPanel:
+    def __init__(self, page: Page):
+        self.points = page.points
+
+    def layout(self, page: Page) -> None:
+        names = page.names
+        with gr.Row():
+            page.run_dd = gr.Dropdown(names, value=names[0], label="Run", scale=4, elem_id="run",
+                                      allow_custom_value=False)
+            self.color_dd = gr.Dropdown(["none"], value="none", label="Colour points by", scale=3,
+                                        elem_id="color-by", allow_custom_value=True)
+        page.map_html = ui_map.map_component(elem_id="latent-map")
+        with gr.Row(elem_id="point-row"):
+            page.point = gr.Number(0, precision=0, minimum=-1, label="Clicked point", elem_id="point",
+                                   scale=2, min_width=110)
+            page.set_a = gr.Button("→ A", elem_id="set-a", scale=1, min_width=60, size="sm")
+            page.set_b = gr.Button("→ B", elem_id="set-b", scale=1, min_width=60, size="sm")
+            page.set_input = gr.Button("→ ★", elem_id="set-input", scale=1, min_width=60, size="sm")
+        with gr.Accordion("About this run", open=True, elem_id="card-box"):
+            self.card = gr.Markdown(elem_id="card")
+            self.rescan = gr.Button("↻ Look for new runs", size="sm", elem_id="rescan")
+        note = self.points.broken_runs_note()
+        if note:
+            gr.Markdown(note)
+
+    def define_steps(self, page: Page) -> None:
+        page.io.overlay = Step(self.overlay, [page.run_dd, page.point, page.a, page.b, page.method, page.n_frames,
+                                              page.t, page.attr_point, page.selection, page.session],
+                               [page.map_html], live=True, hidden=True)
+        page.io.select_run = Step(self.select_run, [page.run_dd],
+                                  [self.card, page.map_html, self.color_dd, page.attr_dd, *page.live, page.sample_note])
+        page.io.first_points = Step(self.first_points, [page.run_dd],
+                                    [page.point, page.a, page.b, page.attr_point, page.trav_point, page.recon_point,
+                                     page.selection], live=True)
+
+    def wire(self, page: Page) -> None:
+        self.rescan.click(self.look_for_new_runs, None, [page.run_dd, page.compare_dd], api_name="rescan", **DECODE)
+        self.color_dd.input(self.map_view, [page.run_dd, self.color_dd], [page.map_html], api_name="map", **DECODE)
+        # Clicks and selections arrive as custom events from static/map.js.
+        clicked = page.map_html.point_click(self.map_clicked, None, [page.point], **LIVE, **private())
+        then(clicked, page.io.point, page.io.overlay)
+        selected = page.map_html.point_select(self.map_selected, None, [page.selection], **LIVE, **private())
+        then(selected, page.io.selection, page.io.overlay, group=DECODE)
+
+    # ---- handlers ---------------------------------------------------------------------------------------
+    @user_errors
+    def select_run(self, name: str):
+        """Model card, map, colour and attribute choices, live-slider labels for a run."""
+        run = self.points.run(name)
+        card = run.card_markdown()
+        if run.latents is None:
+            card += ("\n**This run has no latent table yet**: run `python -m training export "
+                     f"{html.escape(run.path)}` to get the map, interpolation and attribute tabs.\n")
+        default_colour = run.label_names[0] if run.label_names else "none"
+        map_value = (figures.map_payload(run, default_colour) if run.latents is not None
+                     else ui_map.message_value("No map: this run has no exported latents (latents.npz)."))
+        attributes = run.attribute_names
+        return (
+            card,
+            gr.HTML(value=map_value, overlay=ui_map.empty_overlay()),
+            gr.Dropdown(choices=figures.color_options(run), value=default_colour),
+            gr.Dropdown(choices=attributes, value=attributes[0] if attributes else None),
+            *live_slider_updates(run),
+            sample_note(run),
+        )
+
+    @user_errors
+    def first_points(self, name: str):
+        """After a run switch: clicked point, A, B, attribute input, traversal point, reconstruction point
+        back to the first points of the new run's table, no selection."""
+        n = self.points.run(name).n_points
+        return 0, 0, min(1, max(n - 1, 0)), 0, 0, 0, ""
+
+    def look_for_new_runs(self):
+        self.points.registry.rescan()
+        choices = self.points.run_choices()
+        return gr.Dropdown(choices=choices), gr.Dropdown(choices=["none"] + choices)
+
+    @user_errors
+    def map_view(self, name: str, color_by: str):
+        """The map's points coloured by a label, the split or a latent dimension."""
+        run = self.points.run(name)
+        if run.latents is None:
+            return gr.HTML(value=ui_map.message_value("No map: this run has no exported latents."))
+        if not isinstance(color_by, str):
+            raise UserError("colour must be a name")
+        return gr.HTML(value=figures.map_payload(run, color_by))
+
+    def overlay(self, name, point, a, b, method, steps, t, attr_point, selection, session):
+        """Marks on the map for the current point, A, B, the interpolation path, the attribute input,
+        your image and a selection. Decoration only: a piece that is not valid right now is left out."""
+        points = self.points
+        try:
+            run = points.run(name)
+        except UserError:
+            return ui_map.overlay_update(ui_map.empty_overlay())
+        if run.latents is None:
+            return ui_map.overlay_update(ui_map.empty_overlay())
+
+        def where(p):
+            try:
+                return ops.place_on_map(run, points.latent_of(run, p, session))[0]
+            except (UserError, gr.Error):
+                return None
+
+        marks = {"point": where(point), "input": where(attr_point), "A": where(a), "B": where(b)}
+        try:
+            marks["you"] = ops.place_on_map(run, points.yours(run, session)["mu"])[0]
+        except UserError:
+            pass
+        path = None
+        if marks["A"] is not None and marks["B"] is not None:
+            try:
+                za, zb = points.latent_of(run, a, session), points.latent_of(run, b, session)
+                n = whole_number(steps, "steps", 2, 64)
+                method = choice(method, "method", METHODS)
+                path = ops.place_on_map(run, ops.interpolate(za, zb, max(n, 12), method))
+                tt = number(t, "t", 0.0, 1.0)
+                marks["t"] = ops.place_on_map(run, ops.interpolate_at(za, zb, tt, method))[0]
+            except UserError:
+                pass
+        rows = points.selected_rows(run, selection, strict=False)
+        selected = run.latents["xy"][rows] if rows else None
+        return ui_map.overlay_update(ui_map.overlay(marks, path, selected))
+
+    @staticmethod
+    def map_clicked(evt: gr.EventData):
+        """Browser map click -> the point number (the public endpoint is `point`)."""
+        row = getattr(evt, "_data", {}) or {}
+        r = row.get("row") if isinstance(row, dict) else None
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or r != int(r):
+            return gr.update()
+        return int(r)
+
+    @staticmethod
+    def map_selected(evt: gr.EventData):
+        """Browser box/lasso selection -> the selection text box (the public endpoint is `selection`)."""
+        data = getattr(evt, "_data", {}) or {}
+        rows = ui_map.rows_from_event(data.get("rows") if isinstance(data, dict) else None)
+        return ", ".join(str(r) for r in rows)
