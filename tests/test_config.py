@@ -76,6 +76,8 @@ def test_a_config_of_another_class_than_its_model_name_is_refused():
     cfg = ModelConfig(name="btcvae")
     with pytest.raises(UserError, match="BTCVAEConfig"):
         build_model(cfg)
+    with pytest.raises(AttributeError, match="has no field 'beta'"):
+        model_config("vae").beta = 4.0     # a VAE would ignore it
 
 
 def parsed(argv: list) -> argparse.Namespace:

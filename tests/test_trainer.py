@@ -244,7 +244,7 @@ def test_every_preset_loads_and_builds(path):
 
     cfg = RunConfig.load(path)
     assert cfg.data.name in dataset_names()
-    cfg.model.dataset_size = 1000
+    cfg.model.fill_from_data(cfg.model.image_size, cfg.model.channels, 1000)
     model = build_model(cfg.model)
     x = torch.rand(2, cfg.model.channels, cfg.model.image_size, cfg.model.image_size)
     assert model.reconstruct(x).shape == x.shape

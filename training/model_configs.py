@@ -68,6 +68,12 @@ class ModelConfig:
     # "relu" or "leaky_relu".
     activation: str = "relu"
 
+    def __setattr__(self, name: str, value) -> None:
+        # A field of another family set here would be ignored by the model: refuse it instead.
+        if name not in self.__dataclass_fields__:
+            raise AttributeError(f"{type(self).__name__} (model {self.name!r}) has no field {name!r}")
+        object.__setattr__(self, name, value)
+
     def validate(self, arch: str) -> None:
         """Raise a one-line UserError for a value the model cannot be built with; arch is the resolved family."""
         self.check_fields()
