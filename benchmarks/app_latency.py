@@ -41,12 +41,12 @@ def build_benchmark_run(root: str, n_points: int, use_umap: bool) -> str:
     import torch
 
     import training.export
-    from training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from training.config import DataConfig, RunConfig, TrainConfig, model_config
     from training.export import export_run
     from training.trainer import train
 
     out = os.path.join(root, "dsprites-vae")
-    cfg = RunConfig(data=DataConfig(name="dsprites"), model=ModelConfig(name="beta-vae", beta=4.0),
+    cfg = RunConfig(data=DataConfig(name="dsprites"), model=model_config(name="beta-vae", beta=4.0),
                     train=TrainConfig(steps=20, batch_size=64, device="cpu", amp=False, log_every=10,
                                       sample_every=20, checkpoint_every=20, grid_n=16))
     torch.set_num_threads(1)  # much faster than 2 on a busy 2-core machine for a model this small

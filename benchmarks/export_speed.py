@@ -47,11 +47,11 @@ print(json.dumps({"load_s": time.perf_counter() - start, "points": int(len(laten
 
 
 def build_run(root: str, steps: int) -> str:
-    from training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from training.config import DataConfig, RunConfig, TrainConfig, model_config
     from training.trainer import train
 
     out = os.path.join(root, "dsprites-vae")
-    cfg = RunConfig(data=DataConfig(name="dsprites"), model=ModelConfig(name="vae"),
+    cfg = RunConfig(data=DataConfig(name="dsprites"), model=model_config(name="vae"),
                     train=TrainConfig(steps=steps, batch_size=64, device="cpu", amp=False, log_every=steps,
                                       sample_every=steps, checkpoint_every=steps, grid_n=16))
     train(cfg, out, progress=False)

@@ -37,7 +37,7 @@ sys.path.insert(0, REPO_ROOT)
 
 import torch  # noqa: E402
 
-from training.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from training.config import DataConfig, RunConfig, TrainConfig, model_config  # noqa: E402
 from training.trainer import (KEEP_FREED_BYTES, Amp, BatchSampler, build_seeded_model, has_convs,  # noqa: E402
                               keep_freed_memory, load_training_dataset, make_optimizer, resolve_device, train,
                               train_step)
@@ -51,7 +51,7 @@ def seed_run_config(steps: int, batch: int, data_dir: str, device: str, channels
     """The seed notebook's model and optimiser, expressed as a project RunConfig."""
     return RunConfig(
         data=DataConfig(name="mnist", data_dir=data_dir, image_size=32, options={"download": False}),
-        model=ModelConfig(name="vae", image_size=32, channels=1, latent_dim=200, hidden=[16, 32, 64, 128],
+        model=model_config(name="vae", image_size=32, channels=1, latent_dim=200, hidden=[16, 32, 64, 128],
                           kernel_size=3, batch_norm=True, activation="leaky_relu", fc_dim=0, likelihood="gaussian"),
         train=TrainConfig(steps=steps, batch_size=batch, lr=1e-3, betas=[0.5, 0.999], device=device,
                           channels_last=channels_last, compile=compile, seed=0))

@@ -6,13 +6,13 @@ import os
 import socket
 import time
 
-from training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from training.config import DataConfig, RunConfig, TrainConfig, model_config
 
 
 def tiny_run_config(model: str = "vae", steps: int = 50, image_size: int = 32, latent_dim: int = 6) -> RunConfig:
     """Smileys (RGB faces with labels, smile/glasses correlated so that attribute vectors have a bias-corrected
     version) at 32 px, a two-stage conv net, a few steps on the CPU."""
-    model_cfg = ModelConfig(name=model, image_size=image_size, channels=3, latent_dim=latent_dim, hidden=[16, 32],
+    model_cfg = model_config(name=model, image_size=image_size, channels=3, latent_dim=latent_dim, hidden=[16, 32],
                             fc_dim=64, likelihood="gaussian", gaussian_std=0.1)
     if model == "vqvae":
         model_cfg.num_codes, model_cfg.code_dim = 16, 4

@@ -17,7 +17,7 @@ import tempfile
 
 import torch
 
-from training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from training.config import DataConfig, RunConfig, TrainConfig, model_config
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The official MNIST test split in ../shared/data, or the stand-in tests/conftest.py writes where it is missing.
@@ -44,23 +44,23 @@ def run_config(kind: str) -> RunConfig:
     """The configs of the tiny runs (MNIST: the shipped test split, 1,000 training images)."""
     mnist = DataConfig(name="mnist", data_dir=SHARED_DATA, subset=1000)
     if kind == "vae-mnist":
-        return RunConfig(data=mnist, model=ModelConfig(name="vae", hidden=[8, 16], fc_dim=32, latent_dim=4),
+        return RunConfig(data=mnist, model=model_config(name="vae", hidden=[8, 16], fc_dim=32, latent_dim=4),
                          train=_train_config(60))
     if kind == "vae-gaussian-mnist":
-        return RunConfig(data=mnist, model=ModelConfig(name="vae", hidden=[8, 16], fc_dim=32, latent_dim=4,
+        return RunConfig(data=mnist, model=model_config(name="vae", hidden=[8, 16], fc_dim=32, latent_dim=4,
                                                        likelihood="gaussian", gaussian_std=0.2),
                          train=_train_config(40))
     if kind == "vq-mnist":
-        return RunConfig(data=mnist, model=ModelConfig(name="vqvae", hidden=[8, 16], num_codes=16, code_dim=4,
+        return RunConfig(data=mnist, model=model_config(name="vqvae", hidden=[8, 16], num_codes=16, code_dim=4,
                                                        vq_downsample=2),
                          train=_train_config(200))
     # dSprites at 32 px (rendered at 64, downscaled by the dataset): 4x cheaper than the native size.
     dsprites = DataConfig(name="dsprites", image_size=32, subset=20_000)
     small = dict(hidden=[16, 16, 16], fc_dim=64, latent_dim=6)
     if kind == "vae-dsprites":
-        return RunConfig(data=dsprites, model=ModelConfig(name="vae", **small), train=_train_config(300, lr=1e-3))
+        return RunConfig(data=dsprites, model=model_config(name="vae", **small), train=_train_config(300, lr=1e-3))
     if kind == "btcvae-dsprites":
-        return RunConfig(data=dsprites, model=ModelConfig(name="btcvae", beta=4.0, **small),
+        return RunConfig(data=dsprites, model=model_config(name="btcvae", beta=4.0, **small),
                          train=_train_config(300, lr=1e-3))
     raise KeyError(kind)
 

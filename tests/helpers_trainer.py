@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from training.config import DataConfig, RunConfig, TrainConfig, model_config
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The official MNIST test split in ../shared/data, or the stand-in tests/conftest.py writes where it is missing.
@@ -14,7 +14,7 @@ SHARED_DATA = os.environ.get("VAE_TEST_MNIST_DIR") or os.path.normpath(os.path.j
 
 def tiny_config(model: str = "vae", steps: int = 20, **train_overrides) -> RunConfig:
     """A model small enough to take milliseconds per step: MNIST 28 px, 2 conv stages, 4 latents."""
-    model_cfg = ModelConfig(name=model, hidden=[8, 16], fc_dim=32, latent_dim=4, batch_norm=True)
+    model_cfg = model_config(name=model, hidden=[8, 16], fc_dim=32, latent_dim=4, batch_norm=True)
     if model == "vqvae":
         model_cfg.num_codes, model_cfg.code_dim = 16, 4
     train = dict(steps=steps, batch_size=16, lr=2e-3, log_every=5, sample_every=10, checkpoint_every=10,

@@ -111,7 +111,7 @@ def test_rank_0_writes_a_complete_run_folder(runs):
     assert not list(run.glob("*.tmp-*"))
     config = json.loads((run / "config.json").read_text())
     # β-TCVAE's log q(z) estimate needs the global training-set size, not a rank's share of it.
-    assert config["model"]["dataset_size"] == 1000
+    assert json.loads((runs["two"] / "btcvae" / "config.json").read_text())["model"]["dataset_size"] == 1000
     assert config["train"]["batch_size"] == 16  # the global batch, as given
     assert runs["seen"]["cli_exit_code"] == 0
     assert runs["output"].count("trained vae on mnist") == 1  # rank 0 speaks for all

@@ -409,11 +409,11 @@ def test_registry_lists_broken_runs_with_a_one_line_error(tmp_path):
 
 def untrained_run_folder(path, latent_dim=3) -> str:
     """A run folder as `train` writes it (config + safetensors weights), for an untrained model."""
-    from training.config import ModelConfig
+    from training.config import model_config
     from training.models import build_model
     from training.runfolder import save_weights
 
-    mc = ModelConfig(name="vae", image_size=16, channels=1, latent_dim=latent_dim, hidden=[4, 4], fc_dim=8)
+    mc = model_config(name="vae", image_size=16, channels=1, latent_dim=latent_dim, hidden=[4, 4], fc_dim=8)
     os.makedirs(path, exist_ok=True)
     RunConfig(model=mc).save(os.path.join(path, "config.json"))
     save_weights(build_model(mc), os.path.join(path, "model.safetensors"), step=3)
@@ -468,7 +468,7 @@ def test_broken_runs_do_not_break_the_others_and_folders_stay_untouched(tmp_path
 def tiny_run_root(tmp_path_factory):
     """Train a tiny VAE for a few steps on the shipped MNIST test split and export it with the project's
     trainer and export: a real run folder, as the explorer meets it."""
-    from training.config import DataConfig, ModelConfig, TrainConfig
+    from training.config import DataConfig, TrainConfig, model_config
     from training import export, latent_map
     from training.trainer import train
 
@@ -476,7 +476,7 @@ def tiny_run_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     cfg = RunConfig(
         data=DataConfig(name="mnist", data_dir=shared_data, subset=500),
-        model=ModelConfig(name="vae", latent_dim=4, hidden=[8, 16], fc_dim=32),
+        model=model_config(name="vae", latent_dim=4, hidden=[8, 16], fc_dim=32),
         train=TrainConfig(steps=6, batch_size=16, device="cpu", log_every=3, sample_every=6,
                           checkpoint_every=6, grid_n=4, seed=1))
     out = str(root / "tiny")
@@ -560,7 +560,7 @@ def vq_run_root(tmp_path_factory):
     """A tiny VQ-VAE run twice: without a prior, and with a tiny PixelCNN prior."""
     import shutil
 
-    from training.config import DataConfig, ModelConfig, TrainConfig
+    from training.config import DataConfig, TrainConfig, model_config
     from training.prior import train_prior
     from training.trainer import train
 
@@ -568,7 +568,7 @@ def vq_run_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("vq")
     cfg = RunConfig(
         data=DataConfig(name="mnist", data_dir=shared_data, subset=300),
-        model=ModelConfig(name="vqvae", hidden=[8, 16], num_codes=16, code_dim=4),
+        model=model_config(name="vqvae", hidden=[8, 16], num_codes=16, code_dim=4),
         train=TrainConfig(steps=4, batch_size=16, device="cpu", log_every=2, sample_every=4,
                           checkpoint_every=4, grid_n=4, seed=2))
     train(cfg, str(root / "vq"), progress=False)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers_eval import assert_one_line_user_error, copy_run, python_m_training
-from training.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from training.config import DataConfig, RunConfig, TrainConfig, model_config
 from training.encoding import choose_indices, make_thumbnails
 from training.export import export_run
 from training.latent_map import place_on_map
@@ -181,7 +181,7 @@ def test_export_of_a_folder_run_whose_folder_was_deleted_is_a_one_line_error(tmp
     for i in range(24):
         Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(folder / f"{i}.png")
     cfg = RunConfig(data=DataConfig(name=f"folder:{folder}"),
-                    model=ModelConfig(name="vae", hidden=[4, 4], fc_dim=8, latent_dim=2),
+                    model=model_config(name="vae", hidden=[4, 4], fc_dim=8, latent_dim=2),
                     train=TrainConfig(steps=2, batch_size=8, device="cpu", amp=False, log_every=1, sample_every=2,
                                       checkpoint_every=2, grid_n=4))
     run_dir = str(tmp_path / "run")

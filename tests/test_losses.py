@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, Normal, kl_divergence as torch_kl
 
-from training.config import ModelConfig
+from training.config import ModelConfig, model_config
 from training.errors import UserError
 from training.losses import (
     annealed_objective, bernoulli_nll, beta_objective, btcvae_objective, capacity, gaussian_kl, gaussian_nll,
@@ -153,7 +153,7 @@ def test_tc_decomposition_needs_dataset_size():
 
 # ---- objectives ---------------------------------------------------------------------------------------------
 def test_capacity_schedule_is_linear_then_flat():
-    cfg = ModelConfig(name="annealed-vae", c_max=25.0, c_steps=100)
+    cfg = model_config(name="annealed-vae", c_max=25.0, c_steps=100)
     assert capacity(cfg, 0) == 0.0
     assert capacity(cfg, 50) == pytest.approx(12.5)
     assert capacity(cfg, 100) == pytest.approx(25.0)
@@ -164,14 +164,14 @@ def test_objectives_weight_the_terms_as_documented():
     mu = torch.tensor([[1.0, 0.0]])
     logvar = torch.zeros(1, 2)          # KL = 0.5
     recon = torch.tensor(10.0)
-    cfg = ModelConfig(name="beta-vae", beta=4.0, gamma=100.0, c_max=2.0, c_steps=10)
     kl = kl_divergence(mu, logvar)
-    loss, _ = beta_objective(recon, kl, mu, logvar, mu, cfg, 0)
+    loss, _ = beta_objective(recon, kl, mu, logvar, mu, model_config(name="beta-vae", beta=4.0), 0)
     assert loss.item() == pytest.approx(10.0 + 4.0 * 0.5)
+    cfg = model_config(name="annealed-vae", gamma=100.0, c_max=2.0, c_steps=10)
     loss, terms = annealed_objective(recon, kl, mu, logvar, mu, cfg, 5)   # C = 1.0, |0.5 − 1| = 0.5
     assert loss.item() == pytest.approx(10.0 + 100.0 * 0.5)
     assert float(terms["capacity"]) == pytest.approx(1.0)
-    cfg = ModelConfig(name="btcvae", alpha=2.0, beta=3.0, tc_gamma=5.0, dataset_size=10)
+    cfg = model_config(name="btcvae", alpha=2.0, beta=3.0, tc_gamma=5.0, dataset_size=10)
     g = torch.Generator().manual_seed(6)
     mu, logvar = torch.randn(4, 2, generator=g), torch.randn(4, 2, generator=g)
     z = mu + torch.randn(4, 2, generator=g)

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from training.config import ModelConfig
+from training.config import ModelConfig, model_config
 from training.errors import UserError
 from training.models import MODELS, LatentModel, build_model, model_names
 from training.models.quantizer import VectorQuantizer, codebook_usage
@@ -26,15 +26,18 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
+FAMILY_FIELDS = {"beta-vae": dict(beta=2.0), "btcvae": dict(beta=2.0),
+                 "annealed-vae": dict(c_steps=100, c_max=5.0, gamma=10.0),
+                 "vqvae": dict(num_codes=16, code_dim=4, vq_downsample=2)}
+
+
 def tiny_config(name: str, image_size: int = 28, channels: int = 1, likelihood: str = "bernoulli",
                 **overrides) -> ModelConfig:
     values = dict(name=name, image_size=image_size, channels=channels, likelihood=likelihood, latent_dim=4,
-                  hidden=[8, 16], fc_dim=32, dataset_size=64, num_codes=16, code_dim=4, vq_downsample=2,
-                  c_steps=100, c_max=5.0, gamma=10.0)
-    if name in ("beta-vae", "btcvae"):
-        values["beta"] = 2.0
+                  hidden=[8, 16], fc_dim=32, dataset_size=64)  # dataset_size: dropped where the model has none
+    values.update(FAMILY_FIELDS.get(name, {}))
     values.update(overrides)
-    return ModelConfig(**values)
+    return model_config(**values)
 
 
 def square_images(n: int = 16, size: int = 28, channels: int = 1) -> torch.Tensor:
@@ -54,26 +57,28 @@ def test_registry_names():
 
 def test_unknown_model_name_is_a_user_error():
     with pytest.raises(UserError, match="unknown model 'gan'"):
-        build_model(ModelConfig(name="gan"))
+        build_model(model_config(name="gan"))
 
 
 @pytest.mark.parametrize("changes, message", [
     (dict(arch="transformer"), "arch"),
     (dict(name="vqvae", arch="mlp"), "arch"),
     (dict(likelihood="poisson"), "likelihood"),
-    (dict(tc_estimator="exact"), "tc_estimator"),
+    (dict(name="btcvae", tc_estimator="exact"), "unknown tc_estimator"),
     (dict(activation="gelu"), "activation"),
     (dict(kernel_size=5), "kernel_size"),
     (dict(image_size=8, hidden=[8, 8, 8, 8]), "too small"),
     (dict(name="vqvae", vq_downsample=3), "vq_downsample"),
-    (dict(name="vae", beta=4.0), "beta-vae"),
+    (dict(name="vae", beta=4.0), "model 'vae' has no field beta .*'beta-vae'"),
+    (dict(name="beta-vae", beta=-1.0), "loss weights"),
+    (dict(name="vqvae", num_codes=1), "num_codes"),
     (dict(hidden=[]), "hidden"),
 ])
 def test_invalid_combinations_are_user_errors(changes, message):
     values = dict(name="vae", image_size=28, hidden=[8, 16])
     values.update(changes)
     with pytest.raises(UserError, match=message) as info:
-        build_model(ModelConfig(**values))
+        build_model(model_config(**values))
     assert "\n" not in str(info.value)
 
 
@@ -160,7 +165,7 @@ def test_seed_architecture_is_reproduced_exactly():
     seed_module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(seed_module)
     seed = seed_module.SeedVAE()
-    cfg = ModelConfig(name="vae", image_size=32, channels=1, latent_dim=200, hidden=[16, 32, 64, 128],
+    cfg = model_config(name="vae", image_size=32, channels=1, latent_dim=200, hidden=[16, 32, 64, 128],
                       kernel_size=3, batch_norm=True, activation="leaky_relu", fc_dim=0, likelihood="gaussian")
     model = build_model(cfg)
 

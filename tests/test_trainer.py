@@ -1,6 +1,7 @@
 """The trainer: run folders, exact resume (simulated and real kills), non-finite losses, presets."""
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import json
@@ -14,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from helpers_trainer import REPO_ROOT, looks_like_valid_run, python_m_training, tiny_cli_args, tiny_config
-from training.config import RunConfig
+from training.config import ModelConfig, RunConfig
 from training.errors import UserError
 from training.runfolder import load_checkpoint, load_run, load_weights
 from training.trainer import train
@@ -54,7 +55,10 @@ def test_run_folder_has_every_file_and_load_run_rebuilds_the_model(tmp_path):
     assert lines[-1]["loss"] < lines[0]["loss"]  # it learns something in 20 steps
 
     cfg = RunConfig.load(os.path.join(out, "config.json"))
-    assert cfg.model.dataset_size == 1000 and cfg.model.image_size == 28  # filled from the dataset
+    assert cfg.model.image_size == 28  # filled from the dataset
+    # A VAE's config.json holds only the VAE's fields (β-TCVAE's dataset_size is checked in test_distributed).
+    saved = json.load(open(os.path.join(out, "config.json")))["model"]
+    assert set(saved) == {f.name for f in dataclasses.fields(ModelConfig)} and "dataset_size" not in saved
 
     checkpoint = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
     assert checkpoint["step"] == 20 and set(checkpoint["rng"]) >= {"python", "numpy", "torch", "batches"}
@@ -240,7 +244,7 @@ def test_every_preset_loads_and_builds(path):
 
     cfg = RunConfig.load(path)
     assert cfg.data.name in dataset_names()
-    cfg.model.dataset_size = 1000
+    cfg.model.fill_from_data(cfg.model.image_size, cfg.model.channels, 1000)
     model = build_model(cfg.model)
     x = torch.rand(2, cfg.model.channels, cfg.model.image_size, cfg.model.image_size)
     assert model.reconstruct(x).shape == x.shape

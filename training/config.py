@@ -1,9 +1,10 @@
 """Typed run configuration that saves and loads as JSON (the `config.json` of a run folder).
 
 A run is fully described by three parts kept apart, as in pythae:
-`DataConfig` (which images), `ModelConfig` (architecture + objective) and
-`TrainConfig` (optimisation). `RunConfig` bundles them with a format version
-so that the explorer can refuse a folder written by an incompatible version.
+`DataConfig` (which images), a `ModelConfig` (architecture + objective; one class per model
+family, see training/model_configs.py) and `TrainConfig` (optimisation). `RunConfig` bundles
+them with a format version so that the explorer can refuse a folder written by an incompatible
+version. `same_run` says whether a run folder holds the run a config asks for.
 """
 from __future__ import annotations
 
@@ -11,12 +12,21 @@ import contextlib
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from dataclasses import dataclass, field, fields
+from typing import Any, NamedTuple, Optional
 
 from .errors import UserError
+from .model_configs import (FIELD_DEFAULTS, FILLED_FROM_DATA, MODEL_CONFIGS, AnnealedVAEConfig, BetaVAEConfig,
+                            BTCVAEConfig, ModelConfig, VQVAEConfig, config_class, model_config,
+                            model_config_from_dict, with_model_field)
 
 FORMAT_VERSION = 1
+
+# The model config classes live in model_configs.py; they are imported from here with the rest.
+__all__ = ["FORMAT_VERSION", "DataConfig", "TrainConfig", "RunConfig", "ModelConfig", "BetaVAEConfig",
+           "AnnealedVAEConfig", "BTCVAEConfig", "VQVAEConfig", "MODEL_CONFIGS", "config_class", "model_config",
+           "model_config_from_dict", "set_field", "set_fields", "Difference", "same_run", "atomic_write_bytes",
+           "atomic_write_text"]
 
 
 @dataclass
@@ -34,51 +44,6 @@ class DataConfig:
     test_fraction: float = 0.1
     # Dataset-specific options, e.g. smileys {"correlate": ["smile", "glasses"], "correlation": 0.8}.
     options: dict = field(default_factory=dict)
-
-
-@dataclass
-class ModelConfig:
-    # Registry name: ae, vae, vae-mlp, resvae, beta-vae, annealed-vae, btcvae, vqvae.
-    name: str = "vae"
-    # Encoder/decoder family: "mlp", "conv" or "resnet". Filled from the registry default when None.
-    arch: Optional[str] = None
-    image_size: int = 64
-    channels: int = 1
-    latent_dim: int = 10
-    # Conv channels per stride-2 stage (conv/resnet) or hidden widths (mlp).
-    hidden: list = field(default_factory=lambda: [32, 32, 64, 64])
-    # Width of the fully connected layer between the conv stack and the latent.
-    fc_dim: int = 256
-    # "bernoulli" (decoder outputs logits) or "gaussian" (decoder outputs means, fixed std below).
-    likelihood: str = "bernoulli"
-    gaussian_std: float = 0.1
-    batch_norm: bool = False
-    # Conv stages: kernel 4 / stride 2 / padding 1 (Burgess et al.) or kernel 3 (the seed notebook's model).
-    kernel_size: int = 4
-    # "relu" or "leaky_relu".
-    activation: str = "relu"
-    # β-VAE weight on the KL term (β-TCVAE: weight on the total-correlation term).
-    beta: float = 1.0
-    # Capacity annealing (Burgess et al. 2018): loss = recon + gamma * |KL - C|, C: 0 -> c_max over c_steps.
-    gamma: float = 1000.0
-    c_max: float = 25.0
-    c_steps: int = 100_000
-    # β-TCVAE: "mws" (minibatch weighted) or "mss" (minibatch stratified); alpha weights index-code MI,
-    # tc_gamma the dimension-wise KL. dataset_size is filled in by the trainer (global size under DDP).
-    tc_estimator: str = "mws"
-    alpha: float = 1.0
-    tc_gamma: float = 1.0
-    dataset_size: int = 0
-    # VQ-VAE: codebook size, code dimension, commitment weight, EMA decay, Laplace epsilon, dead-code
-    # threshold (an EMA cluster size below it gets restarted from an encoder output).
-    num_codes: int = 64
-    code_dim: int = 16
-    commitment: float = 0.25
-    ema_decay: float = 0.99
-    ema_eps: float = 1e-5
-    dead_code_threshold: float = 1e-3
-    # Number of stride-2 stages that the VQ encoder applies (latent grid = image_size / 2**vq_downsample).
-    vq_downsample: int = 2
 
 
 @dataclass
@@ -125,7 +90,7 @@ class RunConfig:
                 f"{source}: run format version {version!r} is not supported (this version reads {FORMAT_VERSION})")
         return cls(
             data=_build(DataConfig, d.get("data", {}), f"{source}: data"),
-            model=_build(ModelConfig, d.get("model", {}), f"{source}: model"),
+            model=model_config_from_dict(d.get("model", {}), f"{source}: model"),
             train=_build(TrainConfig, d.get("train", {}), f"{source}: train"),
             format_version=FORMAT_VERSION,
         )
@@ -153,6 +118,70 @@ def _build(kind, values: Any, where: str):
     if unknown:
         raise UserError(f"{where}: unknown field(s) {', '.join(unknown)}")
     return kind(**values)
+
+
+# ---- setting fields by name (flags, --set, sweep grids) ------------------------------------------------------
+SECTIONS = {"data": DataConfig, "train": TrainConfig}
+
+
+def set_field(cfg: RunConfig, target: str, value) -> None:
+    """Set SECTION.FIELD; a model field the chosen model does not have is an error unless value is its default."""
+    section, _, name = target.partition(".")
+    known = FIELD_DEFAULTS if section == "model" else {f.name for f in fields(SECTIONS[section])} \
+        if section in SECTIONS else ()
+    if name not in known:
+        raise UserError(f"unknown config field {target!r} (fields are data.*, model.*, train.* of training/config.py)")
+    if section == "model":
+        cfg.model = with_model_field(cfg.model, name, value)
+    else:
+        setattr(getattr(cfg, section), name, value)
+
+
+def set_fields(cfg: RunConfig, assignments: list) -> None:
+    """set_field for each (target, value), model.name first: the model decides which other fields exist."""
+    first = [(t, v) for t, v in assignments if t == "model.name"]
+    for target, value in first[-1:] + [(t, v) for t, v in assignments if t != "model.name"]:
+        set_field(cfg, target, value)
+
+
+# ---- the same run ----------------------------------------------------------------------------------------------
+class Difference(NamedTuple):
+    field: str        # "model.latent_dim"
+    saved: Any        # the run folder's value (MISSING: the saved model has no such field)
+    requested: Any
+
+
+MISSING = "<absent>"
+
+# Fields that do not change what a run computes: where the data lives, where and how fast it trains,
+# how often it logs, draws and saves. train.steps is apart: more steps continue a run, fewer than the
+# run has done are the caller's error to report.
+NOT_PART_OF_A_RUN = {"data.data_dir", "train.device", "train.steps", "train.log_every", "train.sample_every",
+                     "train.checkpoint_every", "train.grid_n", "train.compile", "train.channels_last"}
+# Optimiser settings that continuing a run from its checkpoint may change: from there on they steer only
+# the rest of the training ("lower the learning rate and --resume"). The seed may not: the checkpoint's
+# random state, not the seed, drives the rest of the run.
+MAY_CHANGE_ON_RESUME = {"train.lr", "train.betas", "train.weight_decay", "train.grad_clip", "train.batch_size",
+                        "train.amp"}
+
+
+def same_run(saved: RunConfig, requested: RunConfig, resuming: bool = False) -> list[Difference]:
+    """Differences that make the run in a folder (its config `saved`) another run than `requested`.
+
+    An empty list: the folder holds this run (finished, or to be continued). Model fields that the trainer
+    fills in from the dataset are left out (a requested config has not been filled in yet; the data
+    fields that decide them are compared). With resuming=True the optimiser settings may differ too.
+    """
+    ignored = NOT_PART_OF_A_RUN | (MAY_CHANGE_ON_RESUME if resuming else set())
+    ignored |= {f"model.{name}" for name in FILLED_FROM_DATA}
+    diffs = []
+    for section in ("model", "data", "train"):
+        then, now = dataclasses.asdict(getattr(saved, section)), dataclasses.asdict(getattr(requested, section))
+        for name in list(then) + [n for n in now if n not in then]:
+            key = f"{section}.{name}"
+            if key not in ignored and then.get(name, MISSING) != now.get(name, MISSING):
+                diffs.append(Difference(key, then.get(name, MISSING), now.get(name, MISSING)))
+    return diffs
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:

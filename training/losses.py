@@ -19,13 +19,11 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .config import ModelConfig
+from .config import AnnealedVAEConfig, BetaVAEConfig, BTCVAEConfig, ModelConfig
 from .errors import UserError
 
 LOG_2PI = math.log(2.0 * math.pi)
 FULL_PRECISION = (torch.float32, torch.float64)
-LIKELIHOODS = ("bernoulli", "gaussian")
-TC_ESTIMATORS = ("mws", "mss")
 
 
 def full_precision(t: torch.Tensor) -> torch.Tensor:
@@ -178,26 +176,26 @@ def elbo_objective(recon, kl, mu, logvar, z, cfg, step):
     return recon + kl, {}
 
 
-def beta_objective(recon, kl, mu, logvar, z, cfg, step):
+def beta_objective(recon, kl, mu, logvar, z, cfg: BetaVAEConfig, step):
     """β-VAE (Higgins et al. 2017): recon + β·KL."""
     return recon + cfg.beta * kl, {}
 
 
-def capacity(cfg: ModelConfig, step: int) -> float:
+def capacity(cfg: AnnealedVAEConfig, step: int) -> float:
     """C(step): linear from 0 to c_max over the first c_steps steps, then c_max."""
     if cfg.c_steps <= 0:
         return float(cfg.c_max)
     return float(cfg.c_max) * min(1.0, max(step, 0) / cfg.c_steps)
 
 
-def annealed_objective(recon, kl, mu, logvar, z, cfg, step):
+def annealed_objective(recon, kl, mu, logvar, z, cfg: AnnealedVAEConfig, step):
     """Capacity-annealed β-VAE (Burgess et al. 2018): recon + γ·|KL − C(step)|."""
     c = capacity(cfg, step)
     loss = recon + cfg.gamma * (kl - c).abs()
     return loss, {"capacity": c}
 
 
-def btcvae_objective(recon, kl, mu, logvar, z, cfg, step):
+def btcvae_objective(recon, kl, mu, logvar, z, cfg: BTCVAEConfig, step):
     """β-TCVAE (Chen et al. 2018): recon + α·MI + β·TC + γ·dimension-wise KL."""
     t = tc_decomposition(z, mu, logvar, cfg.dataset_size, cfg.tc_estimator)
     loss = recon + cfg.alpha * t.mi + cfg.beta * t.tc + cfg.tc_gamma * t.dwkl

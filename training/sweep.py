@@ -31,10 +31,10 @@ import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Optional
 
-from .config import RunConfig, atomic_write_text
+from .config import RunConfig, atomic_write_text, same_run, set_field, set_fields
 from .errors import UserError
 from .runfolder import CONFIG_FILE, DONE_FILE, WEIGHTS_FILE, holds_run
 
@@ -43,13 +43,6 @@ SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
 LOG_FOLDER = "logs"
 SEED_FIELD = "train.seed"
-
-# Fields a finished run may differ in from the sweep's config and still count as the same run: where the
-# data lives, where it trains, how often it logs/draws/saves, speed settings, and what the trainer fills
-# in from the dataset. train.steps is handled apart (more steps continue the run).
-IGNORED_FIELDS = {"data.data_dir", "train.device", "train.steps", "train.log_every", "train.sample_every",
-                  "train.checkpoint_every", "train.grid_n", "train.compile", "train.channels_last",
-                  "model.image_size", "model.channels", "model.dataset_size"}
 
 # Summary columns: name -> path into metrics.json (docs/run-format.md). Columns empty for every run are dropped.
 SCORE_COLUMNS = {
@@ -162,19 +155,17 @@ def run_name(values: dict) -> str:
 def plan_runs(base: RunConfig, axes: list[Axis], out: str) -> list[PlannedRun]:
     """One run per grid point, configs checked before anything trains (a typo fails now, not hours later)."""
     from .models import check_config, model_spec, resolve_arch
-    from .trainer import set_field, validate_train_config
+    from .trainer import validate_train_config
 
     plans = []
     for combination in itertools.product(*(axis.values for axis in axes)):
         cfg = copy.deepcopy(base)
-        values = {}
-        for axis, value in zip(axes, combination):
-            set_field(cfg, axis.target, value)
-            values[axis.key] = value
+        values = {axis.key: value for axis, value in zip(axes, combination)}
         where = ", ".join(f"{k}={v}" for k, v in values.items())
-        model = copy.deepcopy(cfg.model)
-        model.image_size = cfg.data.image_size or model.image_size  # as the trainer will set it
         try:
+            set_fields(cfg, [(axis.target, value) for axis, value in zip(axes, combination)])
+            model = copy.deepcopy(cfg.model)
+            model.image_size = cfg.data.image_size or model.image_size  # as the trainer will set it
             validate_train_config(cfg.train)
             check_config(model, model_spec(model.name), resolve_arch(model))
         except (UserError, TypeError) as e:
@@ -189,14 +180,7 @@ def plan_runs(base: RunConfig, axes: list[Axis], out: str) -> list[PlannedRun]:
 
 # ==== one run: train (or continue) and evaluate ===========================================================
 def config_differences(wanted: RunConfig, saved: RunConfig) -> list[str]:
-    diffs = []
-    for section in ("data", "model", "train"):
-        now, then = getattr(wanted, section), getattr(saved, section)
-        for f in fields(now):
-            name = f"{section}.{f.name}"
-            if name not in IGNORED_FIELDS and getattr(now, f.name) != getattr(then, f.name):
-                diffs.append(f"{name} is {getattr(then, f.name)!r} there, {getattr(now, f.name)!r} in this sweep")
-    return diffs
+    return [f"{d.field} is {d.saved!r} there, {d.requested!r} in this sweep" for d in same_run(saved, wanted)]
 
 
 def finished_step(run_dir: str) -> Optional[int]:
@@ -471,8 +455,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .trainer import set_field
-
     base = RunConfig.load(args.config)
     for assignment in args.set:
         target, sep, raw = assignment.partition("=")

@@ -20,7 +20,6 @@ import os
 import random
 import sys
 import time
-from dataclasses import fields
 from typing import Optional
 
 import numpy as np
@@ -30,7 +29,7 @@ from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
 from . import distributed
-from .config import FORMAT_VERSION, DataConfig, ModelConfig, RunConfig, TrainConfig
+from .config import FORMAT_VERSION, RunConfig, TrainConfig, same_run, set_fields
 from .data import load_dataset
 from .device import resolve_device
 from .errors import UserError
@@ -226,9 +225,7 @@ def load_training_dataset(cfg: RunConfig):
         raise UserError(f"dataset {cfg.data.name!r}: the training split is empty")
     # The dataset decides what the images look like; the model is built for them. β-TCVAE's
     # estimator of log q(z) needs the size of the training set.
-    cfg.model.image_size = int(dataset.image_size)
-    cfg.model.channels = int(dataset.channels)
-    cfg.model.dataset_size = int(len(dataset.train_indices))
+    cfg.model.fill_from_data(int(dataset.image_size), int(dataset.channels), int(len(dataset.train_indices)))
     return dataset
 
 
@@ -495,16 +492,14 @@ def restore_rng(rng: dict, batch_generator: torch.Generator, device: torch.devic
 
 
 def check_resume_compatible(cfg: RunConfig, checkpoint: dict, out_dir: str) -> None:
-    """The model and data must be the ones the checkpoint was trained with (train settings may change)."""
+    """The checkpoint's run must be the requested one (config.same_run); optimiser settings may change."""
     saved = RunConfig.from_dict(checkpoint["config"], source=f"{out_dir}/{CHECKPOINT_FILE}")
     where = f"{out_dir}/{CHECKPOINT_FILE} (step {checkpoint['step']})"
-    for section, ignore in (("model", ()), ("data", ("data_dir",))):
-        now, then = getattr(cfg, section), getattr(saved, section)
-        changed = [f"{section}.{f.name} is {getattr(now, f.name)!r} but the checkpoint has {getattr(then, f.name)!r}"
-                   for f in fields(now) if f.name not in ignore and getattr(now, f.name) != getattr(then, f.name)]
-        if changed:
-            raise UserError(f"cannot resume {where}: {'; '.join(changed[:3])}; resume with the run's own "
-                            f"config, or start a new run in another folder")
+    changed = [f"{d.field} is {d.requested!r} but the checkpoint has {d.saved!r}"
+               for d in same_run(saved, cfg, resuming=True)]
+    if changed:
+        raise UserError(f"cannot resume {where}: {'; '.join(changed[:3])}; resume with the run's own "
+                        f"config, or start a new run in another folder")
     if checkpoint["step"] > cfg.train.steps:
         raise UserError(f"cannot resume {where}: it is already past train.steps={cfg.train.steps}")
 
@@ -593,12 +588,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         raise UserError("give --model and --dataset, or --config (see training/configs/)")
     else:
         cfg = RunConfig()
+    assignments = []
     for flag, target in FLAG_FIELDS.items():
         value = getattr(args, flag)
         if value is not None:
             if flag == "grad_clip" and value <= 0:
                 value = None  # --grad-clip 0 switches clipping off
-            set_field(cfg, target, value)
+            assignments.append((target, value))
     for assignment in args.set:
         target, sep, raw = assignment.partition("=")
         if not sep:
@@ -607,16 +603,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
-        set_field(cfg, target.strip(), value)
+        assignments.append((target.strip(), value))
+    set_fields(cfg, assignments)
     return cfg
-
-
-def set_field(cfg: RunConfig, target: str, value) -> None:
-    sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
-    section, _, name = target.partition(".")
-    if section not in sections or name not in {f.name for f in fields(sections[section])}:
-        raise UserError(f"unknown config field {target!r} (fields are data.*, model.*, train.* of training/config.py)")
-    setattr(getattr(cfg, section), name, value)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -32,7 +32,7 @@ from torch import nn
 from ..config import ModelConfig
 from .output_conv import OutputConv2d
 
-ARCHS = ("mlp", "conv", "resnet")
+# Keyed by model_configs.ACTIVATIONS / KERNEL_SIZES, the values a config accepts (tests check both agree).
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU}
 # kernel -> (padding, output_padding) for a stride-2 conv that halves / a transposed conv that doubles.
 KERNEL_PADDING = {4: (1, 0), 3: (1, 1)}

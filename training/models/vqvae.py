@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import VQVAEConfig
 from ..errors import UserError
 from ..losses import reconstruction_nll
 from .base import Encoding, LatentModel, LossOutput
@@ -28,7 +28,7 @@ NO_PRIOR_MESSAGE = "this VQ-VAE has no learned prior yet: run `python -m trainin
 
 
 class VQVAE(LatentModel):
-    def __init__(self, cfg: ModelConfig, arch: str = "conv", objective: str = "vq"):
+    def __init__(self, cfg: VQVAEConfig, arch: str = "conv", objective: str = "vq"):
         super().__init__()
         self.config = cfg
         self.arch = arch
