@@ -11,7 +11,7 @@ from helpers_trainer import (REPO_ROOT, SHARED_DATA, looks_like_valid_run, pytho
                              tiny_config)
 from training import cli
 from training.config import RunConfig
-from training.runfolder import load_checkpoint, load_run
+from training.runfolder import load_checkpoint, load_run, read_config
 from training.trainer import train
 
 
@@ -134,8 +134,8 @@ def test_config_file_then_flags_then_set(tmp_path):
             "--hidden", "8", "16", "--latent-dim", "3", "--set", "model.fc_dim=16", "--set", "train.betas=[0.5,0.9]",
             "--grad-clip", "0", "--log-every", "2", "--device", "cpu", "--out", out, "--quiet"]
     assert cli.main(["train", *args]) == 0
-    cfg = RunConfig.load(os.path.join(out, "config.json"))
-    preset_cfg = RunConfig.load(preset)
+    cfg = read_config(os.path.join(out, "config.json"))
+    preset_cfg = read_config(preset)
     assert (cfg.train.steps, cfg.train.batch_size, cfg.model.hidden, cfg.model.latent_dim, cfg.model.fc_dim) == \
            (4, 8, [8, 16], 3, 16)
     assert cfg.train.betas == [0.5, 0.9] and cfg.train.grad_clip is None

@@ -11,9 +11,11 @@ import pytest
 
 from helpers_trainer import REPO_ROOT, tiny_cli_args, tiny_config
 from training import cli, model_configs, sweep, trainer
+from training.commands import train as train_command
 from training.config import (MODEL_CONFIGS, BTCVAEConfig, ModelConfig, RunConfig, VQVAEConfig, model_config,
                              same_run, set_field, set_fields)
 from training.errors import UserError
+from training.runfolder import read_config, write_config
 from training.models import MODELS, build_model
 from training.models.nets import ACTIVATIONS, KERNEL_PADDING
 
@@ -41,14 +43,14 @@ def test_every_model_name_has_a_config_class_and_the_value_lists_agree_with_the_
 def test_a_flat_bundled_config_loads_into_its_family_class(path, tmp_path):
     flat = json.load(open(path))["model"]
     assert "num_codes" in flat and "gamma" in flat and "beta" in flat   # the flat layout: every family's fields
-    cfg = RunConfig.load(path)
+    cfg = read_config(path)
     kind = FAMILY_OF[os.path.basename(os.path.dirname(path))]
     assert type(cfg.model) is kind
     assert {name: getattr(cfg.model, name) for name in field_names(kind)} == {k: flat[k] for k in field_names(kind)}
     # Saved again, it holds only its family's fields and loads to the same config.
-    cfg.save(str(tmp_path / "config.json"))
+    write_config(str(tmp_path / "config.json"), cfg)
     assert set(json.load(open(tmp_path / "config.json"))["model"]) == field_names(kind)
-    assert RunConfig.load(str(tmp_path / "config.json")) == cfg
+    assert read_config(str(tmp_path / "config.json")) == cfg
     build_model(cfg.model)
 
 
@@ -58,14 +60,14 @@ def test_a_foreign_field_with_a_value_is_a_one_line_error(tmp_path):
     path = str(tmp_path / "config.json")
     json.dump(data, open(path, "w"))
     with pytest.raises(UserError) as info:
-        RunConfig.load(path)
+        read_config(path)
     message = str(info.value)
     assert "\n" not in message and "model 'vae' has no field gamma (gamma=5.0)" in message and path in message
     assert "'annealed-vae'" in message
     # At its default value (and dataset_size, filled in from the data, at any value) it is dropped.
     data["model"].update(gamma=1000.0, dataset_size=123)
     json.dump(data, open(path, "w"))
-    assert type(RunConfig.load(path).model) is ModelConfig
+    assert type(read_config(path).model) is ModelConfig
     with pytest.raises(UserError, match="unknown field.*gama"):
         RunConfig.from_dict({"model": {"name": "vae", "gama": 5.0}})
     with pytest.raises(UserError, match="unknown model 'vea'"):
@@ -82,14 +84,14 @@ def test_a_config_of_another_class_than_its_model_name_is_refused():
 
 def parsed(argv: list) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    trainer.add_arguments(parser)
+    train_command.add_arguments(parser)
     return parser.parse_args(argv)
 
 
 def test_flags_and_set_for_a_field_the_model_lacks(tmp_path, capsys):
     out = str(tmp_path / "run")
     # A field of another family at its default is accepted; with another value it is an error (exit 2).
-    cfg = trainer.config_from_args(parsed(tiny_cli_args(out)[1:] + ["--beta", "1", "--set", "model.c_max=25"]))
+    cfg = train_command.config_from_args(parsed(tiny_cli_args(out)[1:] + ["--beta", "1", "--set", "model.c_max=25"]))
     assert type(cfg.model) is ModelConfig
     for extra, expected in [(["--beta", "4"], "model 'vae' has no field beta (beta=4.0): use 'beta-vae' or 'btcvae'"),
                             (["--set", "model.num_codes=32"], "model 'vae' has no field num_codes")]:
@@ -98,7 +100,7 @@ def test_flags_and_set_for_a_field_the_model_lacks(tmp_path, capsys):
         assert err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
     assert not os.path.exists(out)
     # The model is chosen first whatever the order: --set model.name after --beta still takes the β.
-    cfg = trainer.config_from_args(parsed(tiny_cli_args(out)[1:] + ["--beta", "4", "--set", "model.name=btcvae"]))
+    cfg = train_command.config_from_args(parsed(tiny_cli_args(out)[1:] + ["--beta", "4", "--set", "model.name=btcvae"]))
     assert type(cfg.model) is BTCVAEConfig and cfg.model.beta == 4.0 and cfg.model.hidden == [8, 16]
 
 
@@ -158,7 +160,7 @@ def test_resume_and_sweep_share_the_same_run_rule(change):
 
 
 def test_a_flat_config_and_its_family_config_are_the_same_run():
-    saved = RunConfig.load(BUNDLED[0])                  # written in the flat layout
+    saved = read_config(BUNDLED[0])                  # written in the flat layout
     requested = RunConfig.from_dict(saved.to_dict())    # the family layout
     assert same_run(saved, requested) == []
     requested.model = model_config("vqvae", hidden=saved.model.hidden)

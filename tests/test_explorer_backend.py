@@ -27,6 +27,7 @@ from explorer.tabs.interpolate import METHODS
 from explorer.tabs.samples import sample_grid
 from explorer.runs import LoadedRun, RunRegistry
 from training.config import RunConfig
+from training.runfolder import read_config, write_config
 from training.errors import UserError
 
 
@@ -415,7 +416,7 @@ def untrained_run_folder(path, latent_dim=3) -> str:
 
     mc = model_config(name="vae", image_size=16, channels=1, latent_dim=latent_dim, hidden=[4, 4], fc_dim=8)
     os.makedirs(path, exist_ok=True)
-    RunConfig(model=mc).save(os.path.join(path, "config.json"))
+    write_config(os.path.join(path, "config.json"), RunConfig(model=mc))
     save_weights(build_model(mc), os.path.join(path, "model.safetensors"), step=3)
     return str(path)
 
@@ -432,9 +433,9 @@ def _snapshot(root) -> dict:
 def test_broken_runs_do_not_break_the_others_and_folders_stay_untouched(tmp_path):
     ok = untrained_run_folder(tmp_path / "ok")
     mismatch = untrained_run_folder(tmp_path / "mismatch", latent_dim=3)
-    cfg = RunConfig.load(os.path.join(mismatch, "config.json"))
+    cfg = read_config(os.path.join(mismatch, "config.json"))
     cfg.model.latent_dim = 5  # the weights were saved for 3 latents
-    cfg.save(os.path.join(mismatch, "config.json"))
+    write_config(os.path.join(mismatch, "config.json"), cfg)
     pickled = untrained_run_folder(tmp_path / "pickled")
     np.savez(os.path.join(pickled, "latents.npz"), mu=np.array([{"evil": 1}], dtype=object),
              xy=np.zeros((1, 2), np.float32))

@@ -9,6 +9,7 @@ import os
 import pytest
 
 from helpers_trainer import tiny_config
+from training.runfolder import write_config
 from training import cli
 from training.errors import UserError
 from training.sweep import (EvalOptions, mean_over_seeds, parse_grid, plan_runs, run_in_slots, run_name,
@@ -22,7 +23,7 @@ def base_config(tmp_path_factory):
     """A tiny β-VAE (MNIST subset, 2 conv stages, 10 steps) as a config file."""
     cfg = tiny_config("beta-vae", steps=10, checkpoint_every=10, sample_every=10)
     path = str(tmp_path_factory.mktemp("cfg") / "tiny.json")
-    cfg.save(path)
+    write_config(path, cfg)
     return path
 
 

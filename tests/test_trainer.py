@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from helpers_trainer import REPO_ROOT, looks_like_valid_run, python_m_training, tiny_cli_args, tiny_config
 from training.config import ModelConfig, RunConfig
 from training.errors import UserError
-from training.runfolder import load_checkpoint, load_run, load_weights
+from training.runfolder import load_checkpoint, load_run, load_weights, read_config, write_config
 from training.trainer import train
 
 
@@ -54,7 +54,7 @@ def test_run_folder_has_every_file_and_load_run_rebuilds_the_model(tmp_path):
         assert line["images_per_s"] > 0 and abs(line["loss"] - (line["recon"] + line["kl"])) < 1e-3 * line["loss"]
     assert lines[-1]["loss"] < lines[0]["loss"]  # it learns something in 20 steps
 
-    cfg = RunConfig.load(os.path.join(out, "config.json"))
+    cfg = read_config(os.path.join(out, "config.json"))
     assert cfg.model.image_size == 28  # filled from the dataset
     # A VAE's config.json holds only the VAE's fields (β-TCVAE's dataset_size is checked in test_distributed).
     saved = json.load(open(os.path.join(out, "config.json")))["model"]
@@ -198,9 +198,9 @@ def test_load_run_refuses_missing_corrupt_and_mismatched_weights(tmp_path):
 
     with pytest.raises(UserError, match="no such run folder"):
         load_run(str(tmp_path / "nowhere"))
-    cfg = RunConfig.load(os.path.join(out, "config.json"))
+    cfg = read_config(os.path.join(out, "config.json"))
     cfg.model.latent_dim = 6
-    cfg.save(os.path.join(out, "config.json"))
+    write_config(os.path.join(out, "config.json"), cfg)
     with pytest.raises(UserError, match="do not match the model"):
         load_run(out)
     data = json.load(open(os.path.join(out, "config.json")))
@@ -209,7 +209,7 @@ def test_load_run_refuses_missing_corrupt_and_mismatched_weights(tmp_path):
     with pytest.raises(UserError, match="format version 99"):
         load_run(out)
     cfg.model.latent_dim = 4
-    cfg.save(os.path.join(out, "config.json"))
+    write_config(os.path.join(out, "config.json"), cfg)
     open(os.path.join(out, "model.safetensors"), "wb").write(b"\x00" * 20)
     with pytest.raises(UserError, match="not a readable safetensors file"):
         load_run(out)
@@ -233,7 +233,7 @@ PRESETS = sorted(glob.glob(os.path.join(REPO_ROOT, "training", "configs", "*.jso
 
 
 def test_there_is_a_preset_per_model_family():
-    names = {RunConfig.load(p).model.name for p in PRESETS}
+    names = {read_config(p).model.name for p in PRESETS}
     assert names >= {"ae", "vae", "vae-mlp", "resvae", "beta-vae", "annealed-vae", "btcvae", "vqvae"}
 
 
@@ -242,7 +242,7 @@ def test_every_preset_loads_and_builds(path):
     from training.data import dataset_names
     from training.models import build_model
 
-    cfg = RunConfig.load(path)
+    cfg = read_config(path)
     assert cfg.data.name in dataset_names()
     cfg.model.fill_from_data(cfg.model.image_size, cfg.model.channels, 1000)
     model = build_model(cfg.model)

@@ -16,11 +16,11 @@ from typing import Optional, Sequence
 from .errors import UserError
 
 COMMANDS = {
-    "train": "training.trainer",
+    "train": "training.commands.train",
     "evaluate": "training.commands.evaluate",
     "export": "training.commands.export",
     "train-prior": "training.commands.train_prior",
-    "sweep": "training.sweep",
+    "sweep": "training.commands.sweep",
 }
 
 COMMAND_HELP = {

@@ -1,4 +1,5 @@
-"""Typed run configuration that saves and loads as JSON (the `config.json` of a run folder).
+"""Typed run configuration, as the JSON document of a run folder's `config.json` (read and written by
+training/runfolder.py).
 
 A run is fully described by three parts kept apart, as in pythae:
 `DataConfig` (which images), a `ModelConfig` (architecture + objective; one class per model
@@ -8,10 +9,8 @@ version. `same_run` says whether a run folder holds the run a config asks for.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple, Optional
 
@@ -25,8 +24,7 @@ FORMAT_VERSION = 1
 # The model config classes live in model_configs.py; they are imported from here with the rest.
 __all__ = ["FORMAT_VERSION", "DataConfig", "TrainConfig", "RunConfig", "ModelConfig", "BetaVAEConfig",
            "AnnealedVAEConfig", "BTCVAEConfig", "VQVAEConfig", "MODEL_CONFIGS", "config_class", "model_config",
-           "model_config_from_dict", "set_field", "set_fields", "Difference", "same_run", "atomic_write_bytes",
-           "atomic_write_text"]
+           "model_config_from_dict", "set_field", "set_fields", "Difference", "same_run"]
 
 
 @dataclass
@@ -95,20 +93,6 @@ class RunConfig:
             format_version=FORMAT_VERSION,
         )
 
-    def save(self, path: str) -> None:
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: str) -> "RunConfig":
-        if not os.path.isfile(path):
-            raise UserError(f"{path}: no such config file")
-        try:
-            with open(path, encoding="utf-8") as f:
-                d = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"{path}: not valid JSON ({e.msg if hasattr(e, 'msg') else e})")
-        return cls.from_dict(d, source=path)
-
 
 def _build(kind, values: Any, where: str):
     if not isinstance(values, dict):
@@ -121,6 +105,35 @@ def _build(kind, values: Any, where: str):
 
 
 # ---- setting fields by name (flags, --set, sweep grids) ------------------------------------------------------
+# Short names of config fields: the train command's flags and the sweep's grid keys (a flag that is not
+# given keeps the config's value).
+FLAG_FIELDS = {
+    "model": "model.name", "dataset": "data.name", "data_dir": "data.data_dir", "image_size": "data.image_size",
+    "subset": "data.subset", "arch": "model.arch", "latent_dim": "model.latent_dim", "hidden": "model.hidden",
+    "likelihood": "model.likelihood", "beta": "model.beta",
+    "steps": "train.steps", "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed",
+    "grad_clip": "train.grad_clip", "device": "train.device", "amp": "train.amp",
+    "channels_last": "train.channels_last", "compile": "train.compile", "log_every": "train.log_every",
+    "sample_every": "train.sample_every", "checkpoint_every": "train.checkpoint_every",
+}
+
+
+def parse_value(raw: str) -> Any:
+    """A value written on the command line: JSON, or the text itself when it is not JSON."""
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, RecursionError):
+        return raw
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """"SECTION.FIELD=VALUE" -> (target, value)."""
+    target, sep, raw = text.partition("=")
+    if not sep:
+        raise UserError(f"--set {text!r}: expected SECTION.FIELD=VALUE")
+    return target.strip(), parse_value(raw)
+
+
 SECTIONS = {"data": DataConfig, "train": TrainConfig}
 
 
@@ -182,24 +195,3 @@ def same_run(saved: RunConfig, requested: RunConfig, resuming: bool = False) -> 
             if key not in ignored and then.get(name, MISSING) != now.get(name, MISSING):
                 diffs.append(Difference(key, then.get(name, MISSING), now.get(name, MISSING)))
     return diffs
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write, fsync, then rename: a reader sees the old file or the new one, never a torn one."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        # Disk full, read-only folder, no permission: the old file (if any) stays as it was and no
-        # torn temp file is left next to it.
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))

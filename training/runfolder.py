@@ -131,7 +131,7 @@ def check_run_folder(path: str) -> Optional[str]:
     """Cheap checks before loading (the config parses, the weights file is sound safetensors); the
     one-line reason a folder cannot be loaded, or None."""
     try:
-        RunConfig.load(os.path.join(path, CONFIG_FILE))
+        load_config(path)
     except UserError as e:
         return " ".join(str(e).replace(path + os.sep, "").split())
     except OSError as e:
@@ -262,12 +262,23 @@ def write_grid_png(run_dir: str, name: str, step: int, png: bytes) -> None:
 
 
 # ---- config --------------------------------------------------------------------------------------------------
+def write_config(path: str, config: RunConfig) -> None:
+    write_json(path, config.to_dict())
+
+
+def read_config(path: str) -> RunConfig:
+    """A RunConfig JSON file: a run's config.json or a preset. UserError when it cannot be used."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such config file")
+    return RunConfig.from_dict(read_json_object(path), source=path)
+
+
 def save_config(run_dir: str, config: RunConfig) -> None:
-    write_json(os.path.join(run_dir, CONFIG_FILE), config.to_dict())
+    write_config(os.path.join(run_dir, CONFIG_FILE), config)
 
 
 def load_config(run_dir: str) -> RunConfig:
-    return RunConfig.load(os.path.join(run_dir, CONFIG_FILE))
+    return read_config(os.path.join(run_dir, CONFIG_FILE))
 
 
 # ---- metrics.json ----------------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ any SECTION.FIELD of training/config.py (model.tc_estimator, train.betas, ...). 
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
 import io
@@ -34,9 +33,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Optional
 
-from .config import RunConfig, atomic_write_text, same_run, set_field, set_fields
+import torch
+
+from .config import FLAG_FIELDS, RunConfig, parse_value, same_run, set_fields
 from .errors import UserError
-from .runfolder import CONFIG_FILE, DONE_FILE, WEIGHTS_FILE, holds_run
+from .evaluate import evaluate_run
+from .models import check_config, model_spec, resolve_arch
+from .runfolder import (CONFIG_FILE, DONE_FILE, METRICS_FILE, WEIGHTS_FILE, Metrics, atomic_write_text, holds_run,
+                        read_config, read_metrics)
+from .trainer import train, validate_train_config
 
 SWEEP_FILE = "sweep.json"
 SUMMARY_CSV = "summary.csv"
@@ -44,15 +49,10 @@ SUMMARY_MD = "summary.md"
 LOG_FOLDER = "logs"
 SEED_FIELD = "train.seed"
 
-# Summary columns: name -> path into metrics.json (docs/run-format.md). Columns empty for every run are dropped.
-SCORE_COLUMNS = {
-    "elbo": ("elbo",), "iw_nll": ("iw_nll",), "recon": ("recon",), "kl": ("kl",), "mse": ("mse",),
-    "psnr": ("psnr",), "active_units": ("active_units",), "perplexity": ("vq", "perplexity"),
-    "codes_used": ("vq", "codes_used"), "mig": ("disentanglement", "mig"),
-    "factorvae": ("disentanglement", "factorvae"), "dci_disentanglement": ("disentanglement", "dci", "disentanglement"),
-    "dci_completeness": ("disentanglement", "dci", "completeness"),
-    "dci_informativeness": ("disentanglement", "dci", "informativeness"), "betavae": ("disentanglement", "betavae"),
-}
+# Summary columns: scores of metrics.json by their runfolder.SCORE_PATHS names. Columns empty for every run
+# are dropped.
+SCORE_COLUMNS = ("elbo", "iw_nll", "recon", "kl", "mse", "psnr", "active_units", "perplexity", "codes_used", "mig",
+                 "factorvae", "dci_disentanglement", "dci_completeness", "dci_informativeness", "betavae")
 
 
 @dataclass
@@ -103,17 +103,8 @@ def split_values(text: str) -> list[str]:
     return [p.strip() for p in parts]
 
 
-def parse_value(raw: str):
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
-
-
 def target_of(key: str) -> str:
     """A train flag name (beta, batch-size) or SECTION.FIELD -> the config field it sets."""
-    from .trainer import FLAG_FIELDS
-
     if "." in key:
         return key
     flag = key.replace("-", "_")
@@ -154,9 +145,6 @@ def run_name(values: dict) -> str:
 
 def plan_runs(base: RunConfig, axes: list[Axis], out: str) -> list[PlannedRun]:
     """One run per grid point, configs checked before anything trains (a typo fails now, not hours later)."""
-    from .models import check_config, model_spec, resolve_arch
-    from .trainer import validate_train_config
-
     plans = []
     for combination in itertools.product(*(axis.values for axis in axes)):
         cfg = copy.deepcopy(base)
@@ -193,14 +181,12 @@ def finished_step(run_dir: str) -> Optional[int]:
 
 def train_run(cfg: RunConfig, run_dir: str, overwrite: bool, progress: bool) -> str:
     """Train, continue or keep the run in run_dir; returns what was done ("trained", "resumed", "kept")."""
-    from .trainer import train
-
     if overwrite or not holds_run(run_dir):
         train(cfg, run_dir, progress=progress, overwrite=overwrite)
         return "trained"
     saved_path = os.path.join(run_dir, CONFIG_FILE)
     if os.path.isfile(saved_path):
-        diffs = config_differences(cfg, RunConfig.load(saved_path))
+        diffs = config_differences(cfg, read_config(saved_path))
         if diffs:
             raise UserError(f"{run_dir} holds a run with another config ({'; '.join(diffs[:2])}): pass "
                             f"--overwrite to train it again, or use another --out")
@@ -212,26 +198,21 @@ def train_run(cfg: RunConfig, run_dir: str, overwrite: bool, progress: bool) -> 
 
 def scores_are_current(run_dir: str, options: EvalOptions) -> bool:
     """metrics.json exists, is newer than the weights and was computed with these options."""
-    from .evaluate import METRICS_FILE
-
     path = os.path.join(run_dir, METRICS_FILE)
     if not os.path.isfile(path) or os.path.getmtime(path) < os.path.getmtime(os.path.join(run_dir, WEIGHTS_FILE)):
         return False
     try:
-        with open(path, encoding="utf-8") as f:
-            metrics = json.load(f)
-    except (OSError, json.JSONDecodeError):
+        metrics = read_metrics(run_dir)
+    except UserError:
         return False
     wanted_k = options.k if options.k >= 1 else None
-    return (metrics.get("seed") == options.seed and metrics.get("iw_k") in (None, wanted_k)
-            and metrics.get("step") == finished_step(run_dir))
+    return (metrics.field("seed") == options.seed and metrics.score("iw_k") in (None, wanted_k)
+            and metrics.step == finished_step(run_dir))
 
 
 def train_and_evaluate(cfg: RunConfig, run_dir: str, options: EvalOptions, overwrite: bool = False,
                        progress: bool = False) -> str:
     """The whole job of one grid point; returns a one-line account of it."""
-    from .evaluate import evaluate_run
-
     done = train_run(cfg, run_dir, overwrite, progress)
     if done != "trained" and scores_are_current(run_dir, options):
         return f"{done}, scores kept"
@@ -301,8 +282,6 @@ def last_error_line(log_path: str) -> Optional[str]:
 
 
 def gpu_slots() -> list:
-    import torch
-
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count == 0:
         raise UserError("--parallel-gpus needs CUDA GPUs and none is visible: drop it to run one after another")
@@ -312,30 +291,18 @@ def gpu_slots() -> list:
 
 
 # ==== the summary ============================================================================================
-def dig(metrics: dict, path: tuple):
-    value = metrics
-    for key in path:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(key)
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def summary_rows(plans: list[PlannedRun], status: dict) -> list[dict]:
-    from .evaluate import METRICS_FILE
-
     rows = []
     for plan in plans:
         row = {"run": plan.name, **plan.values, "status": status.get(plan.name, "not run"), "step": None}
-        metrics = {}
+        metrics = Metrics({})
         if row["status"] == "ok":
             try:
-                with open(os.path.join(plan.path, METRICS_FILE), encoding="utf-8") as f:
-                    metrics = json.load(f)
-            except (OSError, json.JSONDecodeError) as e:
+                metrics = read_metrics(plan.path)
+            except UserError as e:
                 row["status"] = f"failed: no readable scores ({e})"
-        row["step"] = metrics.get("step")
-        row.update({name: dig(metrics, path) for name, path in SCORE_COLUMNS.items()})
+        row["step"] = metrics.step
+        row.update({name: metrics.score(name) for name in SCORE_COLUMNS})
         rows.append(row)
     return rows
 
@@ -430,44 +397,6 @@ def sweep(base: RunConfig, grid: list, out: str, options: EvalOptions, parallel_
     print(write_summary(out, axes, rows))
     print(f"wrote {os.path.join(out, SUMMARY_CSV)} and {os.path.join(out, SUMMARY_MD)}")
     return rows
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .evaluate import add_scoring_arguments
-
-    parser.description = ("Train and evaluate one run per point of a grid (e.g. β × seed), then write a "
-                          "summary table of their scores (summary.csv, summary.md).")
-    parser.add_argument("--config", required=True, metavar="JSON", help="RunConfig JSON that every run starts from")
-    parser.add_argument("--grid", required=True, nargs="+", metavar="KEY=V1,V2",
-                        help="grid axes, e.g. beta=1,4,6 seed=0,1 (keys: train flag names or SECTION.FIELD)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="sweep folder: one run folder per grid point")
-    parser.add_argument("--parallel-gpus", action="store_true",
-                        help="one run per GPU at a time (each in its own process), instead of one after another")
-    parser.add_argument("--overwrite", action="store_true", help="train every run again, even finished ones")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                        help="set a config field for every run (VALUE is JSON)")
-    parser.add_argument("--device", help="training device for every run (auto, cpu, cuda, mps)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    g = parser.add_argument_group("evaluation (see `python -m training evaluate --help`)")
-    add_scoring_arguments(g)
-    g.add_argument("--eval-seed", type=int, default=0)
-    g.add_argument("--eval-device", default="auto", help="device for evaluation (default: auto)")
-
-
-def run(args: argparse.Namespace) -> int:
-    base = RunConfig.load(args.config)
-    for assignment in args.set:
-        target, sep, raw = assignment.partition("=")
-        if not sep:
-            raise UserError(f"--set {assignment!r}: expected SECTION.FIELD=VALUE")
-        set_field(base, target.strip(), parse_value(raw))
-    if args.device:
-        base.train.device = args.device
-    options = EvalOptions(k=args.k, n_test=args.n_test, disentanglement=args.disentanglement,
-                          metric_scale=args.metric_scale, seed=args.eval_seed, device=args.eval_device)
-    rows = sweep(base, args.grid, args.out, options, parallel_gpus=args.parallel_gpus, overwrite=args.overwrite,
-                 progress=not args.quiet, config_source=args.config)
-    return 0 if all(row["status"] == "ok" for row in rows) else 1
 
 
 # ==== one run in its own process (--parallel-gpus) ============================================================

@@ -1,4 +1,4 @@
-"""Train one model into a run folder: `python -m training train ...` or `train(cfg, out_dir)`.
+"""Train one model into a run folder: `train(cfg, out_dir)` (the `train` command calls it).
 
 The loop is nanoGPT-style: draw a random index batch, one optimiser step, and every so often log,
 draw sample grids and checkpoint. Everything needed to continue a killed run exactly (weights,
@@ -10,11 +10,9 @@ missing dataset never leaves a half-made run folder behind.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import io
-import json
 import math
 import os
 import random
@@ -29,12 +27,12 @@ from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
 from . import distributed
-from .config import FORMAT_VERSION, RunConfig, TrainConfig, same_run, set_fields
+from .config import FORMAT_VERSION, RunConfig, TrainConfig, same_run
 from .data import load_dataset
 from .device import resolve_device
 from .errors import UserError
 from .models import build_model, model_names
-from .runfolder import (CHECKPOINT_FILE, CONFIG_FILE, RECONSTRUCTIONS_IMAGE, SAMPLES_IMAGE, WEIGHTS_FILE, Run,
+from .runfolder import (CHECKPOINT_FILE, RECONSTRUCTIONS_IMAGE, SAMPLES_IMAGE, WEIGHTS_FILE, Run,
                         append_log, clear_finished, holds_run, load_checkpoint, load_state_checked,
                         mark_finished, remove_run_files, remove_stale_temp_files, save_checkpoint, save_config,
                         save_weights, truncate_log, write_grid_png)
@@ -520,97 +518,3 @@ def restore_checkpoint(checkpoint: dict, model, optimizer, amp: Amp, batches: Ba
     except (KeyError, ValueError, RuntimeError, TypeError) as e:
         raise UserError(f"{where}: the optimiser or RNG state cannot be restored ({str(e).splitlines()[0][:200]})")
     return int(checkpoint["step"]), float(checkpoint.get("elapsed", 0.0))
-
-
-# ==== command line: python -m training train ==========================================================
-# Flags that override one config field each (None = not given, keep the config's value).
-FLAG_FIELDS = {
-    "model": "model.name", "dataset": "data.name", "data_dir": "data.data_dir", "image_size": "data.image_size",
-    "subset": "data.subset", "arch": "model.arch", "latent_dim": "model.latent_dim", "hidden": "model.hidden",
-    "likelihood": "model.likelihood", "beta": "model.beta",
-    "steps": "train.steps", "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed",
-    "grad_clip": "train.grad_clip", "device": "train.device", "amp": "train.amp",
-    "channels_last": "train.channels_last", "compile": "train.compile", "log_every": "train.log_every",
-    "sample_every": "train.sample_every", "checkpoint_every": "train.checkpoint_every",
-}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = ("Train a model into a run folder. Start from --config (a RunConfig JSON, e.g. "
-                          "training/configs/dsprites_btcvae.json) or from --model and --dataset; flags override "
-                          "the config's values.")
-    parser.add_argument("--out", required=True, metavar="DIR", help="run folder to write, e.g. runs/dsprites-vae")
-    parser.add_argument("--config", metavar="JSON", help="RunConfig JSON to start from")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its checkpoint (its config.json is the default config)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the run that --out already holds")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    g = parser.add_argument_group("data")
-    g.add_argument("--dataset", help="dsprites, smileys, mnist, fashion-mnist, celeba or folder:PATH")
-    g.add_argument("--data-dir", help="where torchvision datasets / image folders live")
-    g.add_argument("--image-size", type=int, help="resize images to this size (default: the dataset's own)")
-    g.add_argument("--subset", type=int, help="use only the first N training examples")
-    g = parser.add_argument_group("model")
-    g.add_argument("--model", help="ae, vae, vae-mlp, resvae, beta-vae, annealed-vae, btcvae or vqvae")
-    g.add_argument("--arch", help="encoder/decoder family: mlp, conv or resnet")
-    g.add_argument("--latent-dim", type=int)
-    g.add_argument("--hidden", type=int, nargs="+", metavar="N", help="conv channels per stage / MLP widths")
-    g.add_argument("--likelihood", choices=["bernoulli", "gaussian"])
-    g.add_argument("--beta", type=float, help="KL weight (β-VAE) or total-correlation weight (β-TCVAE)")
-    g = parser.add_argument_group("training")
-    g.add_argument("--steps", type=int)
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--lr", type=float)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--grad-clip", type=float, help="max gradient norm (0 disables clipping)")
-    g.add_argument("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="mixed precision on CUDA (default on)")
-    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
-    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the training step (faster steps after a compile of tens of seconds)")
-    g.add_argument("--log-every", type=int)
-    g.add_argument("--sample-every", type=int)
-    g.add_argument("--checkpoint-every", type=int)
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                        help="set any config field, e.g. --set model.fc_dim=128 --set train.betas=[0.5,0.999] "
-                             "(VALUE is JSON; plain words are strings)")
-
-
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """--config (or, with --resume, the run's own config.json), then flags, then --set."""
-    saved = os.path.join(args.out, CONFIG_FILE)
-    if args.config:
-        cfg = RunConfig.load(args.config)
-    elif args.resume and os.path.isfile(saved):
-        cfg = RunConfig.load(saved)
-    elif args.model is None or args.dataset is None:
-        raise UserError("give --model and --dataset, or --config (see training/configs/)")
-    else:
-        cfg = RunConfig()
-    assignments = []
-    for flag, target in FLAG_FIELDS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            if flag == "grad_clip" and value <= 0:
-                value = None  # --grad-clip 0 switches clipping off
-            assignments.append((target, value))
-    for assignment in args.set:
-        target, sep, raw = assignment.partition("=")
-        if not sep:
-            raise UserError(f"--set {assignment!r}: expected SECTION.FIELD=VALUE")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        assignments.append((target.strip(), value))
-    set_fields(cfg, assignments)
-    return cfg
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
-    result = train(cfg, args.out, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
-    if distributed.launch_env()[0] == 0:  # under torchrun, rank 0 speaks for all
-        print(f"trained {result.config.model.name} on {result.config.data.name} for {result.step} steps: {result.path}")
-    return 0
