@@ -14,12 +14,13 @@ The machines are shared and noisy: compare ratios from the same run, and run it 
 
     python benchmarks/train_throughput.py [--steps 60] [--warmup 5] [--rounds 3] [--threads N] [--compile]
                                           [--tuned-baseline] [--baseline PATH] [--data-dir PATH]
-                                          [--device cpu|cuda]
+                                          [--device cpu|cuda] [--no-keep-freed]
 
 On the CPU, train() lets glibc keep freed memory (training.trainer.keep_freed_memory), which removes the
 page faults of re-allocating the same activation buffers every step; the baseline runs as the notebook
 has it. --tuned-baseline runs it a second time with the same allocator policy, to show how much of the
-ratio that policy is.
+ratio that policy is. --no-keep-freed runs the trainer without that policy (the call becomes a no-op in this
+process only; glibc cannot be put back once set, so compare separate runs with and without it, alternating).
 """
 from __future__ import annotations
 
@@ -37,9 +38,10 @@ sys.path.insert(0, REPO_ROOT)
 
 import torch  # noqa: E402
 
+import training.trainer  # noqa: E402
 from training.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from training.trainer import (KEEP_FREED_BYTES, Amp, BatchSampler, build_seeded_model, has_convs,  # noqa: E402
-                              keep_freed_memory, load_training_dataset, make_optimizer, resolve_device, train,
+                              load_training_dataset, make_optimizer, resolve_device, train,
                               train_step)
 
 DEFAULT_BASELINE = os.path.join(REPO_ROOT, "..", "shared", "bench", "seed_baseline.py")
@@ -99,7 +101,7 @@ def training_state(cfg: RunConfig):
     """(model, optimizer, amp, batches) set up the way train() sets them up, for timing train_step."""
     device = resolve_device(cfg.train.device)
     if device.type == "cpu":
-        keep_freed_memory()       # as train() does
+        training.trainer.keep_freed_memory()  # as train() does; through the module so --no-keep-freed reaches it
     dataset = load_training_dataset(cfg)
     model = build_seeded_model(cfg, device)
     model.train()
@@ -146,12 +148,17 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1,
                     help="alternate baseline and trainer this many times (on a busy machine: compare the pairs)")
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--no-keep-freed", action="store_true",
+                    help="run the trainer without its allocator policy (training.trainer.keep_freed_memory "
+                         "becomes a no-op in this process), to measure what the policy is worth")
     ap.add_argument("--tuned-baseline", action="store_true",
                     help="also run the baseline with the trainer's allocator policy (glibc keeps freed memory; "
                          "see training.trainer.keep_freed_memory) and report the ratio against that too")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.no_keep_freed:
+        training.trainer.keep_freed_memory = lambda: False  # train() looks the name up in its module
 
     def make_cfg() -> RunConfig:
         return seed_run_config(args.steps, args.batch, args.data_dir, args.device, not args.no_channels_last,
@@ -174,6 +181,7 @@ def main() -> None:
     result = dict(rounds[len(rounds) // 2] if len(rounds) == 1 else median_round(rounds))
     result.update({"steps": args.steps, "warmup": args.warmup, "batch": args.batch, "device": args.device,
                    "channels_last": not args.no_channels_last, "compile": args.compile, "threads": torch.get_num_threads(),
+                   "keep_freed": not args.no_keep_freed,
                    "torch": torch.__version__})
     if len(rounds) > 1:
         result["rounds"] = rounds
