@@ -11,9 +11,9 @@ each part of the step is from that budget, on the machine it runs on:
    autograd engine and dispatch, and the timer's own cost moves it either way);
 4. what oneDNN's own primitives take inside the convolutions (ONEDNN_VERBOSE exec times, a subprocess):
    the floor for the convolutions as long as PyTorch's CPU kernels run them;
-5. the step of a stripped copy of the network whose batch norms and activations are identities and whose
-   output conv is a channel slice, in windows alternating with the real step: a lower bound for any
-   fusion of those layers that keeps oneDNN's convolutions (they would cost at least nothing).
+5. the step of a stripped copy of the network whose batch norms and activations are identities, in windows
+   alternating with the real step: a lower bound for any fusion of those layers that keeps oneDNN's
+   convolutions (they would cost at least nothing).
 
 Prints one JSON object (milliseconds per step).
 
@@ -43,7 +43,6 @@ from train_throughput import (DEFAULT_BASELINE, DEFAULT_DATA_DIR, ms_per_step, r
                               seed_run_config, training_state)
 from torch import nn  # noqa: E402
 
-from training.models.output_conv import OutputConv2d  # noqa: E402
 from training.trainer import make_optimizer, train_step  # noqa: E402
 
 BATCH = 100  # the seed notebook's batch
@@ -51,7 +50,6 @@ BATCH = 100  # the seed notebook's batch
 # Op name prefix -> group, first match wins (names as torch prints an OpOverload: "aten.mm.default").
 GROUPS = [("aten.convolution_backward.", "convolutions, backward"),
           ("aten.convolution.", "convolutions, forward"),
-          ("vae_explorer.output_conv3x3", "output conv (matrix path)"),
           ("aten.native_batch_norm", "batch norm"),
           ("aten.leaky_relu", "activations"), ("aten.sigmoid", "activations"),
           ("aten.mm.", "linear layers"), ("aten.addmm.", "linear layers"),
@@ -76,20 +74,11 @@ class OpTimer(TorchDispatchMode):
         return out
 
 
-class FirstChannel(nn.Module):
-    """Stands in for the output conv in the stripped network: (B, C, H, W) -> (B, 1, H, W) for free."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, :1]
-
-
 def stripped(module: nn.Module) -> nn.Module:
-    """module with BatchNorm2d / LeakyReLU replaced by identities and OutputConv2d by FirstChannel."""
+    """module with BatchNorm2d / LeakyReLU replaced by identities (every convolution stays)."""
     for name, child in module.named_children():
         if isinstance(child, (nn.BatchNorm2d, nn.LeakyReLU)):
             setattr(module, name, nn.Identity())
-        elif isinstance(child, OutputConv2d):
-            setattr(module, name, FirstChannel())
         else:
             stripped(child)
     return module

@@ -13,13 +13,7 @@ The trainer is measured twice, both through its real code path:
 The machines are shared and noisy: compare ratios from the same run, and run it more than once.
 
     python benchmarks/train_throughput.py [--steps 60] [--warmup 5] [--rounds 3] [--threads N] [--compile]
-                                          [--tuned-baseline] [--baseline PATH] [--data-dir PATH]
-                                          [--device cpu|cuda]
-
-On the CPU, train() lets glibc keep freed memory (training.trainer.keep_freed_memory), which removes the
-page faults of re-allocating the same activation buffers every step; the baseline runs as the notebook
-has it. --tuned-baseline runs it a second time with the same allocator policy, to show how much of the
-ratio that policy is.
+                                          [--baseline PATH] [--data-dir PATH] [--device cpu|cuda]
 """
 from __future__ import annotations
 
@@ -38,9 +32,9 @@ sys.path.insert(0, REPO_ROOT)
 import torch  # noqa: E402
 
 from training.config import DataConfig, RunConfig, TrainConfig, model_config  # noqa: E402
-from training.trainer import (KEEP_FREED_BYTES, Amp, BatchSampler, build_seeded_model, has_convs,  # noqa: E402
-                              keep_freed_memory, load_training_dataset, make_optimizer, resolve_device, train,
-                              train_step)
+from training.device import resolve_device  # noqa: E402
+from training.trainer import (Amp, BatchSampler, build_seeded_model, has_convs, load_training_dataset,  # noqa: E402
+                              make_optimizer, train, train_step)
 
 DEFAULT_BASELINE = os.path.join(REPO_ROOT, "..", "shared", "bench", "seed_baseline.py")
 DEFAULT_DATA_DIR = os.path.join(REPO_ROOT, "..", "shared", "data")
@@ -57,18 +51,10 @@ def seed_run_config(steps: int, batch: int, data_dir: str, device: str, channels
                           channels_last=channels_last, compile=compile, seed=0))
 
 
-# The same allocator policy as training.trainer.keep_freed_memory, set through glibc's environment, for
-# the comparison run of the baseline (--tuned-baseline).
-KEEP_FREED_TUNABLES = f"glibc.malloc.mmap_threshold={KEEP_FREED_BYTES}:glibc.malloc.trim_threshold={KEEP_FREED_BYTES}"
-
-
-def run_baseline(path: str, steps: int, warmup: int, batch: int, threads: Optional[int],
-                 keep_freed: bool = False) -> dict:
+def run_baseline(path: str, steps: int, warmup: int, batch: int, threads: Optional[int]) -> dict:
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    if keep_freed:
-        env["GLIBC_TUNABLES"] = KEEP_FREED_TUNABLES
     proc = subprocess.run([sys.executable, path, "--steps", str(steps), "--warmup", str(warmup), "--batch", str(batch)],
                           capture_output=True, text=True, timeout=3600, env=env)
     if proc.returncode != 0:
@@ -98,8 +84,6 @@ def measure_train_loop(cfg: RunConfig, warmup: int, steps: int) -> float:
 def training_state(cfg: RunConfig):
     """(model, optimizer, amp, batches) set up the way train() sets them up, for timing train_step."""
     device = resolve_device(cfg.train.device)
-    if device.type == "cpu":
-        keep_freed_memory()       # as train() does
     dataset = load_training_dataset(cfg)
     model = build_seeded_model(cfg, device)
     model.train()
@@ -146,9 +130,6 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1,
                     help="alternate baseline and trainer this many times (on a busy machine: compare the pairs)")
     ap.add_argument("--skip-baseline", action="store_true")
-    ap.add_argument("--tuned-baseline", action="store_true",
-                    help="also run the baseline with the trainer's allocator policy (glibc keeps freed memory; "
-                         "see training.trainer.keep_freed_memory) and report the ratio against that too")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -161,16 +142,12 @@ def main() -> None:
     for _ in range(args.rounds):
         baseline = None if args.skip_baseline else run_baseline(args.baseline, args.steps, args.warmup, args.batch,
                                                                 args.threads)["images_per_s"]
-        tuned = run_baseline(args.baseline, args.steps, args.warmup, args.batch, args.threads,
-                             keep_freed=True)["images_per_s"] if args.tuned_baseline else None
         loop = measure_train_loop(make_cfg(), args.warmup, args.steps)
         step = measure_train_step(make_cfg(), args.warmup, args.steps)
         rounds.append({"baseline_images_per_s": baseline, "trainer_images_per_s": round(loop, 1),
                        "step_images_per_s": round(step, 1),
                        "ratio": round(loop / baseline, 2) if baseline else None,
                        "step_ratio": round(step / baseline, 2) if baseline else None})
-        if tuned:
-            rounds[-1].update({"tuned_baseline_images_per_s": tuned, "ratio_vs_tuned_baseline": round(loop / tuned, 2)})
     result = dict(rounds[len(rounds) // 2] if len(rounds) == 1 else median_round(rounds))
     result.update({"steps": args.steps, "warmup": args.warmup, "batch": args.batch, "device": args.device,
                    "channels_last": not args.no_channels_last, "compile": args.compile, "threads": torch.get_num_threads(),

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import signal
-import sys
 import time
 
 import pytest
@@ -15,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from helpers_trainer import REPO_ROOT, looks_like_valid_run, python_m_training, tiny_cli_args, tiny_config
-from training.config import ModelConfig, RunConfig
+from training.config import ModelConfig
 from training.errors import UserError
 from training.runfolder import load_checkpoint, load_run, load_weights, read_config, write_config
 from training.trainer import train
@@ -263,51 +262,3 @@ def test_load_weights_reads_the_step_from_metadata(tmp_path):
     assert load_weights(model, os.path.join(out, "model.safetensors")) == 5
 
 
-PAGE_FAULT_PROBE = """
-import resource, sys, torch
-sys.path.insert(0, {root!r})
-from training.trainer import keep_freed_memory
-kept = keep_freed_memory() if {keep} else None
-torch.manual_seed(0)
-net = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.LeakyReLU(),
-                          torch.nn.Conv2d(16, 1, 3, padding=1))   # the seed network's last stage, batch 100
-opt = torch.optim.Adam(net.parameters())
-x = torch.rand(100, 1, 32, 32)
-def step():
-    loss = (net(x) - x).pow(2).sum()
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-for _ in range(3):
-    step()                                        # warm-up: the first touches fault either way
-windows = []
-for _ in range(4):                                # the quietest of 4 windows of 5 steps: a window in which
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt   # the heap still grew does not decide
-    for _ in range(5):
-        step()
-    windows.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(kept, min(windows))
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
-def test_cpu_training_keeps_freed_activation_buffers_instead_of_faulting_them_in_every_step():
-    import subprocess
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-    def faults(keep: bool) -> tuple:
-        proc = subprocess.run([sys.executable, "-c", PAGE_FAULT_PROBE.format(root=root, keep=keep)],
-                              capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        out = proc.stdout.split()
-        return out[-2], int(out[-1])
-
-    kept, with_setting = faults(True)
-    _, without = faults(False)
-    assert kept == "True"
-    # glibc's default mmaps and unmaps each 6.5 MB buffer: ~6,000-10,000 page faults per step (measured;
-    # 0 with the setting). Compared as a ratio, so that a busy machine cannot decide the outcome.
-    if without < 5000:
-        pytest.skip(f"this libc keeps the buffers by default ({without} faults in 5 steps): nothing to measure")
-    assert with_setting * 20 < without, (without, with_setting)

@@ -60,8 +60,6 @@ def train_ranks(ranks: distributed.Ranks, cfg: RunConfig, out_dir: str, resume: 
     distributed.check_batch_size(cfg.train.batch_size, ranks.world_size)
     check_out_dir(out_dir, resume, overwrite)
     device = ranks.device  # resolved by train(); cuda:LOCAL_RANK under torchrun
-    if device.type == "cpu":
-        keep_freed_memory()
 
     # Build everything before writing anything: bad names and missing data fail here.
     dataset = distributed.local_main_first(ranks, lambda: load_training_dataset(cfg))
@@ -182,35 +180,6 @@ def check_out_dir(out_dir: str, resume: bool, overwrite: bool) -> None:
         raise UserError(f"{out_dir}: nothing to resume (no {CHECKPOINT_FILE}); start the run without --resume")
     if not resume and not overwrite and holds_run(out_dir):
         raise UserError(f"{out_dir} already holds a run: pass --resume to continue it or --overwrite to replace it")
-
-
-# glibc's mallopt parameters (malloc.h).
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-KEEP_FREED_BYTES = 1 << 30
-
-
-def keep_freed_memory() -> bool:
-    """Let glibc's malloc keep freed blocks of up to 1 GiB in the heap instead of returning them to the OS.
-
-    PyTorch's CPU allocator is plain malloc, and every step allocates and frees the same activation and
-    gradient buffers (6.5 MB each for the seed network's 16 × 32 × 32 maps at batch 100). By default glibc
-    may serve blocks that large with mmap, or trim them off the heap, on free; the next step then
-    page-faults them in again and the kernel zeroes every page (tests/test_trainer.py counts ~11,000
-    faults a step on the seed network's last stage, 0 with this). Measured on the 2-core machine, eager
-    training of the seed network spent 0.4-0.5 s of every ~4 s of CPU time in the kernel, 0 with this;
-    under torch.compile the faults were already gone. The process keeps its peak working set mapped
-    instead (what jemalloc or tcmalloc, the usual fix, do). Returns False where there is no glibc (macOS,
-    Windows, musl)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, KEEP_FREED_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
 
 
 def load_training_dataset(cfg: RunConfig):

@@ -9,8 +9,7 @@ Conv stage: Conv2d(kernel k, stride 2) [+ BatchNorm] + activation
   k = 4: padding 1 (Burgess et al.); k = 3: padding 1, and the transposed conv uses
   output_padding 1 (the seed notebook's model). Both halve / double the side exactly.
 Decoder: mirror stages (ConvTranspose2d) down to hidden[0], one more ConvTranspose2d
-at hidden[0] channels back to full size, then a 3x3 Conv2d to the image channels (OutputConv2d:
-an nn.Conv2d with a faster CPU path for one output channel, training/models/output_conv.py).
+at hidden[0] channels back to full size, then a 3x3 Conv2d to the image channels.
 Activations inside stages work in place (stage_activation).
 "resnet" adds a residual block (two 3x3 convs + identity skip) after every stage.
 
@@ -30,7 +29,6 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from .output_conv import OutputConv2d
 
 # Keyed by model_configs.ACTIVATIONS / KERNEL_SIZES, the values a config accepts (tests check both agree).
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU}
@@ -139,7 +137,7 @@ class UpStack(nn.Module):
                                       for a, b in zip(rev[:-1], rev[1:])])
         self.final = nn.Sequential(
             up_stage(rev[-1], rev[-1], kernel, batch_norm, act, residual),
-            OutputConv2d(rev[-1], channels),
+            nn.Conv2d(rev[-1], channels, 3, padding=1),
             output_activation(likelihood))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
