@@ -79,18 +79,18 @@ class ResidualBlock(nn.Module):
 def down_stage(c_in: int, c_out: int, kernel: int, batch_norm: bool, act: str, residual: bool) -> nn.Sequential:
     padding, _ = KERNEL_PADDING[kernel]
     # The conv keeps its bias even before BatchNorm so that the seed notebook's model is reproduced exactly.
-    layers = [nn.Conv2d(c_in, c_out, kernel, 2, padding)]
-    if batch_norm:
-        layers.append(nn.BatchNorm2d(c_out))
-    layers.append(stage_activation(act))
-    if residual:
-        layers.append(ResidualBlock(c_out, batch_norm, act))
-    return nn.Sequential(*layers)
+    return stage(nn.Conv2d(c_in, c_out, kernel, 2, padding), c_out, batch_norm, act, residual)
 
 
 def up_stage(c_in: int, c_out: int, kernel: int, batch_norm: bool, act: str, residual: bool) -> nn.Sequential:
     padding, output_padding = KERNEL_PADDING[kernel]
-    layers = [nn.ConvTranspose2d(c_in, c_out, kernel, 2, padding, output_padding=output_padding)]
+    conv = nn.ConvTranspose2d(c_in, c_out, kernel, 2, padding, output_padding=output_padding)
+    return stage(conv, c_out, batch_norm, act, residual)
+
+
+def stage(conv: nn.Module, c_out: int, batch_norm: bool, act: str, residual: bool) -> nn.Sequential:
+    """conv, then batch norm, the activation and a residual block where asked for."""
+    layers = [conv]
     if batch_norm:
         layers.append(nn.BatchNorm2d(c_out))
     layers.append(stage_activation(act))

@@ -17,30 +17,44 @@ from .base import Encoding, LatentModel, LossOutput
 from .nets import build_decoder, build_encoder
 
 
-class VAE(LatentModel):
-    """Gaussian encoder q(z|x) = N(μ, diag σ²), prior N(0, I), decoder p(x|z) per cfg.likelihood."""
+class EncoderDecoder(LatentModel):
+    """An encoder, linear heads from its features to the latent, and a decoder: what both classes share.
 
-    def __init__(self, cfg: ModelConfig, arch: str, objective: str = "elbo"):
+    The modules are created in this order (encoder, heads, decoder), so a seed gives the same initial
+    weights whatever the class."""
+
+    def __init__(self, cfg: ModelConfig, arch: str, objective: str, heads: tuple):
         super().__init__()
-        self.config = cfg  # the caller's object: the trainer may set cfg.dataset_size after building
+        self.config = cfg  # the caller's object: the trainer may fill in fields from the data after building
         self.arch = arch
         self.objective_name = objective
-        self.objective = OBJECTIVES[objective]
         self.encoder = build_encoder(cfg, arch)
-        self.fc_mu = nn.Linear(self.encoder.out_features, cfg.latent_dim)
-        self.fc_logvar = nn.Linear(self.encoder.out_features, cfg.latent_dim)
+        for head in heads:
+            setattr(self, head, nn.Linear(self.encoder.out_features, cfg.latent_dim))
         self.decoder = build_decoder(cfg, arch)
 
     @property
     def latent_shape(self) -> tuple:
         return (self.config.latent_dim,)
 
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor, step: int = 0) -> LossOutput:
+        # forward = loss, so that DistributedDataParallel (which hooks forward) sees the training pass.
+        return self.loss(x, step)
+
+
+class VAE(EncoderDecoder):
+    """Gaussian encoder q(z|x) = N(μ, diag σ²), prior N(0, I), decoder p(x|z) per cfg.likelihood."""
+
+    def __init__(self, cfg: ModelConfig, arch: str, objective: str = "elbo"):
+        super().__init__(cfg, arch, objective, heads=("fc_mu", "fc_logvar"))
+        self.objective = OBJECTIVES[objective]
+
     def encode(self, x: torch.Tensor) -> Encoding:
         h = self.encoder(x)
         return Encoding(mean=self.fc_mu(h), logvar=self.fc_logvar(h))
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
 
     def loss(self, x: torch.Tensor, step: int = 0) -> LossOutput:
         enc = self.encode(x)
@@ -56,12 +70,8 @@ class VAE(LatentModel):
         terms = {"recon": recon.detach(), "kl": kl.detach(), **extra}
         return LossOutput(loss=loss, terms=terms)
 
-    def forward(self, x: torch.Tensor, step: int = 0) -> LossOutput:
-        # forward = loss, so that DistributedDataParallel (which hooks forward) sees the training pass.
-        return self.loss(x, step)
 
-
-class Autoencoder(LatentModel):
+class Autoencoder(EncoderDecoder):
     """Deterministic autoencoder baseline: z = f(x), loss = reconstruction NLL only.
 
     `sample_prior` still draws N(0, I) (the base class behaviour) on purpose: decoding those
@@ -70,27 +80,11 @@ class Autoencoder(LatentModel):
     """
 
     def __init__(self, cfg: ModelConfig, arch: str, objective: str = "ae"):
-        super().__init__()
-        self.config = cfg
-        self.arch = arch
-        self.objective_name = objective
-        self.encoder = build_encoder(cfg, arch)
-        self.fc_code = nn.Linear(self.encoder.out_features, cfg.latent_dim)
-        self.decoder = build_decoder(cfg, arch)
-
-    @property
-    def latent_shape(self) -> tuple:
-        return (self.config.latent_dim,)
+        super().__init__(cfg, arch, objective, heads=("fc_code",))
 
     def encode(self, x: torch.Tensor) -> Encoding:
         return Encoding(mean=self.fc_code(self.encoder(x)))
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
-
     def loss(self, x: torch.Tensor, step: int = 0) -> LossOutput:
         recon = reconstruction_nll(self.decode(self.encode(x).mean), x, self.config)
         return LossOutput(loss=recon, terms={"recon": recon.detach(), "kl": torch.zeros((), device=x.device)})
-
-    def forward(self, x: torch.Tensor, step: int = 0) -> LossOutput:
-        return self.loss(x, step)
