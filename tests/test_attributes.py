@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from training.attributes import (attribute_vectors, balanced_vector, binary_correlation,
-                                 choose_threshold, plain_vector, save_attributes)
+                                 choose_threshold, plain_vector)
+from training.runfolder import ATTRIBUTES_FILE, save_attributes
 
 
 def leaky_latents(n=4000, correlation_flip=0.1, seed=0):
@@ -88,6 +89,6 @@ def test_single_label_has_no_confounder_and_document_is_json(tmp_path):
     doc = attribute_vectors(z, labels[:, :1], names[:1], kinds[:1])
     corrected = doc["attributes"]["smile"]["corrected"]
     assert corrected["confounder"] is None and corrected["vector"] == doc["attributes"]["smile"]["vector"]
-    path = tmp_path / "attributes.json"
-    save_attributes(str(path), doc)
+    path = tmp_path / ATTRIBUTES_FILE
+    save_attributes(str(tmp_path), doc)
     assert json.loads(path.read_text()) == json.loads(json.dumps(doc))
