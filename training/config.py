@@ -143,7 +143,8 @@ def set_field(cfg: RunConfig, target: str, value) -> None:
     known = FIELD_DEFAULTS if section == "model" else {f.name for f in fields(SECTIONS[section])} \
         if section in SECTIONS else ()
     if name not in known:
-        raise UserError(f"unknown config field {target!r} (fields are data.*, model.*, train.* of training/config.py)")
+        raise UserError(f"unknown config field {target!r} (fields are data.* and train.* of training/config.py, "
+                        f"model.* of training/model_configs.py)")
     if section == "model":
         cfg.model = with_model_field(cfg.model, name, value)
     else:
