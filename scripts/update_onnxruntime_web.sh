@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Vendor onnxruntime-web's WASM-only bundle build into explorer/static/vendor/onnxruntime-web/.
+#
+#   scripts/update_onnxruntime_web.sh 1.31.1
+#
+# Takes the package from the npm registry with `npm pack` (nothing else is downloaded), checks the
+# tarball against the registry's integrity hash, and writes:
+#   ort.wasm.bundle.min.mjs          the ES module, with the Emscripten glue inside (no second .mjs to fetch)
+#   ort-wasm-simd-threaded.wasm.gz   the WebAssembly binary, gzip -9: the raw file is ~15 MB and every
+#                                    tracked file stays under 10 MB; latent_decoder.js inflates it in the page
+#   LICENSE                          MIT, Microsoft (the package ships no license file: see below)
+#   README.md                        version, origin, sha256 of every file, how to update
+# The output is reproducible: gzip -n leaves out the name and time stamp.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VERSION=${1:?usage: scripts/update_onnxruntime_web.sh VERSION (e.g. 1.31.1)}
+DEST=explorer/static/vendor/onnxruntime-web
+MJS=ort.wasm.bundle.min.mjs
+WASM=ort-wasm-simd-threaded.wasm
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+(cd "$WORK" && npm pack --silent "onnxruntime-web@$VERSION" >/dev/null)
+TGZ="$WORK/onnxruntime-web-$VERSION.tgz"
+# npm pack already verifies the tarball against the registry's integrity; record it for the README.
+INTEGRITY=$(npm view "onnxruntime-web@$VERSION" dist.integrity)
+TGZ_SHA512="sha512-$(openssl dgst -sha512 -binary "$TGZ" | base64 -w0)"
+if [ "$INTEGRITY" != "$TGZ_SHA512" ]; then
+  echo "integrity mismatch: registry $INTEGRITY, tarball $TGZ_SHA512" >&2
+  exit 1
+fi
+tar -xzf "$TGZ" -C "$WORK"
+PKG="$WORK/package"
+for f in "dist/$MJS" "dist/$WASM"; do
+  [ -f "$PKG/$f" ] || { echo "onnxruntime-web@$VERSION has no $f" >&2; exit 1; }
+done
+# The bundle must ask for exactly this wasm name when no wasmBinary is given; a rename upstream would
+# otherwise go unnoticed here.
+grep -q "$WASM" "$PKG/dist/$MJS" || { echo "$MJS no longer names $WASM" >&2; exit 1; }
+
+rm -rf "$DEST"
+mkdir -p "$DEST"
+cp "$PKG/dist/$MJS" "$DEST/$MJS"
+gzip -9 -n -c "$PKG/dist/$WASM" > "$DEST/$WASM.gz"
+
+# The npm package has no LICENSE or third-party notices file; package.json says "MIT" and the bundle's
+# header says "Copyright (c) Microsoft Corporation. Licensed under the MIT License." This is the text of
+# the LICENSE file at the root of github.com/microsoft/onnxruntime.
+LICENSE_FILES=$(cd "$PKG" && ls | grep -iE '^(licen[cs]e|thirdpartynotices|notice)' || true)
+if [ -n "$LICENSE_FILES" ]; then
+  for f in $LICENSE_FILES; do cp "$PKG/$f" "$DEST/$f"; done
+else
+  [ "$(node -p "require('$PKG/package.json').license")" = "MIT" ] || { echo "license is no longer MIT" >&2; exit 1; }
+  cat > "$DEST/LICENSE" <<'EOF'
+MIT License
+
+Copyright (c) Microsoft Corporation
+
+Permission is hereby granted, free of charge, to any person obtaining a copy
+of this software and associated documentation files (the "Software"), to deal
+in the Software without restriction, including without limitation the rights
+to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
+copies of the Software, and to permit persons to whom the Software is
+furnished to do so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all
+copies or substantial portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+SOFTWARE.
+EOF
+fi
+
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+size() { stat -c %s "$1"; }
+{
+  cat <<EOF
+# onnxruntime-web $VERSION (WASM-only bundle build)
+
+The browser runtime that \`explorer/static/latent_decoder.js\` decodes latents with. Served by the app itself:
+the page never reaches a CDN.
+
+Source: the npm package \`onnxruntime-web@$VERSION\` (\`npm pack onnxruntime-web@$VERSION\`,
+integrity \`$INTEGRITY\`), files from its \`dist/\`. Written by \`scripts/update_onnxruntime_web.sh $VERSION\`;
+do not edit by hand.
+
+| file | bytes | sha256 | from |
+|---|---|---|---|
+| \`$MJS\` | $(size "$DEST/$MJS") | \`$(sha "$DEST/$MJS")\` | \`dist/$MJS\`, unchanged |
+| \`$WASM.gz\` | $(size "$DEST/$WASM.gz") | \`$(sha "$DEST/$WASM.gz")\` | \`dist/$WASM\` ($(size "$PKG/dist/$WASM") bytes, sha256 \`$(sha "$PKG/dist/$WASM")\`), \`gzip -9 -n\` |
+EOF
+  for f in $(cd "$DEST" && ls | grep -vE "^($MJS|$WASM.gz|README.md)$"); do
+    echo "| \`$f\` | $(size "$DEST/$f") | \`$(sha "$DEST/$f")\` | $([ -f "$PKG/$f" ] && echo "\`$f\`, unchanged" || echo 'the MIT text of github.com/microsoft/onnxruntime (the npm package ships no license file)') |"
+  done
+  cat <<EOF
+
+Why these two: \`ort.wasm.bundle.min.mjs\` is the WASM-only build with the Emscripten glue inside, so it
+fetches no second module. Left to itself it fetches \`$WASM\` next to its own URL (~15 MB, over the 10 MB a
+tracked file may have); \`latent_decoder.js\` instead fetches the \`.gz\`, inflates it with
+\`DecompressionStream('gzip')\` and hands the bytes over as \`ort.env.wasm.wasmBinary\`, after which the
+runtime fetches nothing. It runs single-threaded (\`numThreads = 1\`, no COOP/COEP headers needed).
+
+Update: \`scripts/update_onnxruntime_web.sh NEW_VERSION\`, then run \`tests/test_browser_decoder.py\` and
+commit this folder. The script fails if the package no longer has these files, if the bundle stops naming
+\`$WASM\`, or if the license is no longer MIT.
+EOF
+} > "$DEST/README.md"
+
+ls -l "$DEST"
