@@ -61,10 +61,10 @@ BARE_PAGE = """<!doctype html>
 </script>
 """
 
-DECODE = """async ({model, latents, scale}) => {
+DECODE = """async ({base, model, latents, scale}) => {
   const {loadRuntime, LatentDecoder, drawImage} = window.decoder;
   const t0 = performance.now();
-  await loadRuntime('vendor/onnxruntime-web/');
+  await loadRuntime(base);
   const t1 = performance.now();
   const decoder = await LatentDecoder.load(model);
   const t2 = performance.now();
@@ -134,6 +134,13 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".mjs": "text/javascript",
                       ".js": "text/javascript", ".wasm": "application/wasm", ".gz": "application/gzip"}
 
+    def end_headers(self):
+        # /encoded/ serves the same files, the .gz ones as a host that sends them with Content-Encoding: gzip
+        # (the browser then inflates them before the page sees the bytes).
+        if self.path.startswith("/encoded/") and self.path.endswith(".gz"):
+            self.send_header("Content-Encoding", "gzip")
+        super().end_headers()
+
     def log_message(self, format, *args):
         pass
 
@@ -144,6 +151,7 @@ def site(tmp_path_factory):
     served on 127.0.0.1 at a random port. Yields (url, {channels: torch model})."""
     root = tmp_path_factory.mktemp("browser-decoder")
     shutil.copytree(VENDOR, root / "vendor" / "onnxruntime-web")
+    os.symlink(root / "vendor", root / "encoded")
     shutil.copy(os.path.join(STATIC, "latent_decoder.js"), root / "latent_decoder.js")
     (root / "index.html").write_text(PAGE)
     (root / "bare.html").write_text(BARE_PAGE)
@@ -214,7 +222,8 @@ def expected_pixels(model, z) -> np.ndarray:
 def test_canvas_matches_torch(page, site, channels, model):
     url, models = site
     open_page(page, url)
-    result = page.evaluate(DECODE, {"model": model, "latents": LATENTS, "scale": SCALE})
+    result = page.evaluate(DECODE, {"base": "vendor/onnxruntime-web/", "model": model, "latents": LATENTS,
+                                    "scale": SCALE})
     print(f"\nruntime load {result['runtimeMs']:.0f} ms, session start {result['sessionMs']:.0f} ms")
     assert result["latentDim"] == LATENT_DIM
     covered = []
@@ -237,6 +246,20 @@ def test_canvas_matches_torch(page, site, channels, model):
     assert f"/vendor/onnxruntime-web/{WASM}.gz" in page.requested
     assert set(page.requested) == {"/index.html", "/latent_decoder.js", "/vendor/onnxruntime-web/ort.wasm.bundle.min.mjs",
                                    f"/vendor/onnxruntime-web/{WASM}.gz", f"/{model}"}
+
+
+def test_wasm_sent_gzip_encoded(page, site):
+    """A host that sends the .gz with Content-Encoding: gzip hands the page inflated bytes: used as they are."""
+    url, models = site
+    open_page(page, url)
+    result = page.evaluate(DECODE, {"base": "encoded/onnxruntime-web/", "model": "rgb.onnx", "latents": LATENTS[1:],
+                                    "scale": 1})
+    for z, got in zip(LATENTS[1:], result["images"]):
+        rgba = np.array(got["pixels"], dtype=np.uint8).reshape(16, 16, 4)
+        expected = expected_pixels(models[3], z)[::SCALE, ::SCALE]
+        assert np.abs(rgba[..., :3] / 255.0 - expected).max() <= 1 / 255 + 1e-3
+    assert f"/encoded/onnxruntime-web/{WASM}.gz" in page.requested
+    assert page.errors == [] and page.blocked == []
 
 
 def test_bundle_asks_for_the_vendored_wasm_name(page, site):
