@@ -13,6 +13,7 @@ import os
 import shutil
 import threading
 import urllib.parse
+import warnings
 
 import numpy as np
 import pytest
@@ -118,8 +119,6 @@ def tiny_decoder(channels: int):
 
 
 def export_onnx(model, path: str) -> None:
-    import warnings
-
     import torch
 
     with warnings.catch_warnings():
@@ -244,8 +243,9 @@ def test_canvas_matches_torch(page, site, channels, model):
     assert page.blocked == []
     assert page.errors == []
     assert f"/vendor/onnxruntime-web/{WASM}.gz" in page.requested
-    assert set(page.requested) == {"/index.html", "/latent_decoder.js", "/vendor/onnxruntime-web/ort.wasm.bundle.min.mjs",
-                                   f"/vendor/onnxruntime-web/{WASM}.gz", f"/{model}"}
+    assert set(page.requested) == {"/index.html", "/latent_decoder.js", f"/{model}",
+                                   "/vendor/onnxruntime-web/ort.wasm.bundle.min.mjs",
+                                   f"/vendor/onnxruntime-web/{WASM}.gz"}
 
 
 def test_wasm_sent_gzip_encoded(page, site):
@@ -280,7 +280,9 @@ def test_errors_are_one_line(page, site):
     messages = page.evaluate("""async () => {
       const {loadRuntime, LatentDecoder, drawImage} = window.decoder;
       const errors = [];
-      const catching = async (f) => { try { await f(); errors.push('no error'); } catch (e) { errors.push(e.message); } };
+      const catching = async (f) => {
+        try { await f(); errors.push('no error'); } catch (e) { errors.push(e.message); }
+      };
       await catching(() => LatentDecoder.load('rgb.onnx'));   // before loadRuntime
       await loadRuntime('vendor/onnxruntime-web/');
       await catching(() => loadRuntime('elsewhere/'));

@@ -146,7 +146,9 @@ let scratch = null;   // the native-size canvas drawImage scales from, reused ac
 /** Draw a decoded image on `canvas`, scaled up `scale` times by nearest neighbour (crisp pixels). */
 export function drawImage(canvas, image, scale = 1) {
   const {data, channels, height, width} = image;
-  if (!Number.isInteger(scale) || scale < 1) throw new Error(`drawImage: scale must be a positive integer, not ${scale}`);
+  if (!Number.isInteger(scale) || scale < 1) {
+    throw new Error(`drawImage: scale must be a positive integer, not ${scale}`);
+  }
   if (channels !== 1 && channels !== 3) throw new Error(`drawImage: ${channels} channels (1 or 3 are drawn)`);
   const pixels = new ImageData(width, height);
   const rgba = pixels.data;   // Uint8ClampedArray: assignment rounds and clamps to 0..255
@@ -160,7 +162,10 @@ export function drawImage(canvas, image, scale = 1) {
     rgba[4 * i + 3] = 255;
   }
   // putImageData ignores scaling, so put at native size on a scratch canvas and let drawImage scale it.
-  if (!scratch) scratch = typeof OffscreenCanvas === 'function' ? new OffscreenCanvas(width, height) : document.createElement('canvas');
+  if (!scratch) {
+    scratch = typeof OffscreenCanvas === 'function' ? new OffscreenCanvas(width, height)
+                                                    : document.createElement('canvas');
+  }
   if (scratch.width !== width || scratch.height !== height) {
     scratch.width = width;
     scratch.height = height;
