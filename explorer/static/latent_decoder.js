@@ -62,8 +62,8 @@ async function startRuntime(baseUrl) {
     throw oneLine(`cannot load ${new URL(MODULE, baseUrl).href}`, e);
   }
   ort.env.wasm.wasmBinary = await wasm;
-  // Threads need SharedArrayBuffer, i.e. COOP/COEP headers the app does not send; the proxy worker would
-  // fetch the module again and buys nothing for models this small.
+  // Threads need SharedArrayBuffer, i.e. COOP/COEP headers the app does not send. No proxy worker: a run
+  // of a decoder this small takes milliseconds, short enough for the main thread.
   ort.env.wasm.numThreads = 1;
   ort.env.wasm.proxy = false;
   return ort;
