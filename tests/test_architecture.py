@@ -129,3 +129,14 @@ def test_explorer_modules_stay_small():
         if count > MAX_EXPLORER_LINES:
             long[module] = count
     assert not long, long
+
+
+def test_every_file_of_the_checkout_stays_under_10_mb():
+    # Hugging Face Spaces refuse files over 10 MB without Xet; .git and ignored build outputs do not ship.
+    ignored = {".git", "__pycache__", "test-artifacts", "runs", ".numba_cache"}
+    large = []
+    for folder, dirs, files in os.walk(REPO_ROOT):
+        dirs[:] = [d for d in dirs if d not in ignored]
+        large += [os.path.relpath(os.path.join(folder, f), REPO_ROOT) for f in files
+                  if os.path.getsize(os.path.join(folder, f)) >= 10 * 1024 * 1024]
+    assert not large, large
