@@ -150,11 +150,8 @@ def check_run_folder(path: str) -> Optional[str]:
     except UserError as e:
         return f"{CONFIG_FILE}: {' '.join(str(e).split())}"
     try:
-        check_weights_fit(config.model, os.path.join(path, WEIGHTS_FILE))
-    except UserError as e:
-        return " ".join(str(e).replace(path + os.sep, "").split())
-    try:
         read_weights_metadata(os.path.join(path, WEIGHTS_FILE))
+        check_weights_fit(config.model, os.path.join(path, WEIGHTS_FILE))
     except UserError as e:
         return " ".join(str(e).replace(path + os.sep, "").split())
     return None
