@@ -125,7 +125,7 @@ class RunRegistry:
                 found.append((os.path.basename(root) if rel == "." else rel.replace(os.sep, "/"), path))
         with self._lock:
             known_paths = {e.path for e in self._entries.values()}
-        new = [(name, path, check_run_folder(path)) for name, path in found if path not in known_paths]
+        new = [(name, path, _folder_problem(path)) for name, path in found if path not in known_paths]
         with self._lock:
             self.missing_roots = missing
             known_paths = {e.path for e in self._entries.values()}
@@ -231,6 +231,15 @@ def _subdirs(path: str) -> list[str]:
         return []
     return [os.path.join(path, n) for n in names
             if not n.startswith(".") and n not in _SKIP_DIRS and os.path.isdir(os.path.join(path, n))]
+
+
+def _folder_problem(path: str) -> Optional[str]:
+    """check_run_folder's one-line reason, and any failure of the check itself as a reason too: one
+    stranger's folder must not stop discovery of the others."""
+    try:
+        return check_run_folder(path)
+    except Exception as e:  # the checks raise UserError; anything else is still this folder's problem
+        return _one_line(f"cannot be checked ({type(e).__name__}: {e})".replace(path + os.sep, ""))
 
 
 # ---- loading one folder -------------------------------------------------------------------------

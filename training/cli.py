@@ -11,6 +11,7 @@ import errno
 import importlib
 import os
 import sys
+import warnings
 from typing import Optional, Sequence
 
 from .errors import UserError
@@ -77,7 +78,10 @@ def _dispatch(argv: list) -> int:
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
     try:
-        return int(module.run(args) or 0)
+        with warnings.catch_warnings():
+            # A warning is one line for the person at the keyboard, not the source line that raised it.
+            warnings.showwarning = _show_warning
+            return int(module.run(args) or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -92,6 +96,10 @@ def _dispatch(argv: list) -> int:
     except KeyboardInterrupt:
         print(f"\n{interrupted_message(command, getattr(args, 'out', None))}", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {' '.join(str(message).split())}", file=file or sys.stderr)
 
 
 def interrupted_message(command: str, out: Optional[str]) -> str:

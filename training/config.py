@@ -21,6 +21,10 @@ from .model_configs import (FIELD_DEFAULTS, FILLED_FROM_DATA, MODEL_CONFIGS, Ann
 
 FORMAT_VERSION = 1
 
+# A config is a few levels deep; a document nested deeper than this is refused before anything walks it
+# (copying, comparing or printing a deeply nested value recurses once per level and can exhaust the stack).
+MAX_JSON_DEPTH = 32
+
 # The model config classes live in model_configs.py; they are imported from here with the rest.
 __all__ = ["FORMAT_VERSION", "DataConfig", "TrainConfig", "RunConfig", "ModelConfig", "BetaVAEConfig",
            "AnnealedVAEConfig", "BTCVAEConfig", "VQVAEConfig", "MODEL_CONFIGS", "config_class", "model_config",
@@ -82,6 +86,7 @@ class RunConfig:
     def from_dict(cls, d: dict, source: str = "config") -> "RunConfig":
         if not isinstance(d, dict):
             raise UserError(f"{source}: expected a JSON object")
+        check_json_depth(d, source)
         version = d.get("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
             raise UserError(
@@ -92,6 +97,23 @@ class RunConfig:
             train=_build(TrainConfig, d.get("train", {}), f"{source}: train"),
             format_version=FORMAT_VERSION,
         )
+
+
+def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deeply lists and dicts nest in value, counted without recursion and up to limit + 1."""
+    depth, level = 0, [value]
+    while level and depth <= limit:
+        children = [c for v in level if isinstance(v, (list, tuple, dict))
+                    for c in (v.values() if isinstance(v, dict) else v)]
+        if any(isinstance(v, (list, tuple, dict)) for v in level):
+            depth += 1
+        level = children
+    return depth
+
+
+def check_json_depth(value: Any, where: str) -> None:
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise UserError(f"{where}: nested more than {MAX_JSON_DEPTH} levels deep")
 
 
 def _build(kind, values: Any, where: str):
@@ -118,20 +140,24 @@ FLAG_FIELDS = {
 }
 
 
-def parse_value(raw: str) -> Any:
+def parse_value(raw: str, where: str = "value") -> Any:
     """A value written on the command line: JSON, or the text itself when it is not JSON."""
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, RecursionError):
+        value = json.loads(raw)
+    except json.JSONDecodeError:
         return raw
+    except RecursionError:
+        raise UserError(f"{where}: nested more than {MAX_JSON_DEPTH} levels deep") from None
+    check_json_depth(value, where)
+    return value
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
     """"SECTION.FIELD=VALUE" -> (target, value)."""
     target, sep, raw = text.partition("=")
     if not sep:
-        raise UserError(f"--set {text!r}: expected SECTION.FIELD=VALUE")
-    return target.strip(), parse_value(raw)
+        raise UserError(f"--set {text[:80]!r}: expected SECTION.FIELD=VALUE")
+    return target.strip(), parse_value(raw, f"--set {target.strip()[:80]}")
 
 
 SECTIONS = {"data": DataConfig, "train": TrainConfig}

@@ -15,7 +15,7 @@ from .attributes import attribute_vectors
 from .encoding import EncodedPoints, encode_split, open_dataset
 from .errors import UserError
 from .latent_map import fit_map
-from .runfolder import load_run, save_attributes, save_latents
+from .runfolder import MAX_LATENT_POINTS, load_run, save_attributes, save_latents
 
 def latents_arrays(points: EncodedPoints, xy: np.ndarray, label_names: list, label_kinds: list,
                    umap_params: tuple) -> dict:
@@ -52,6 +52,9 @@ def export_run(run_dir: str, n: int = 10_000, split: str = "both", umap_neighbor
                umap_min_dist: float = 0.1, seed: int = 0, thumb_size: int = 64, device: str = "cpu",
                batch_size: int = 256, progress: bool = False) -> dict:
     """Write latents.npz and attributes.json into run_dir; returns a summary (counts, seconds per stage)."""
+    if not 1 <= n <= MAX_LATENT_POINTS:
+        raise UserError(f"--n must be between 1 and {MAX_LATENT_POINTS:,} (the most points a run's latent table "
+                        f"may hold), not {n:,}")
     if thumb_size < 1:
         raise UserError(f"--thumb-size must be >= 1, not {thumb_size}")
     if umap_neighbors < 2 or not 0.0 <= umap_min_dist <= 1.0:

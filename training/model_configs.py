@@ -30,6 +30,15 @@ TC_ESTIMATORS = ("mws", "mss")
 # run folder's value of one is never an error (every model of a flat config.json has a dataset_size).
 FILLED_FROM_DATA = ("image_size", "channels", "dataset_size")
 
+# What one machine can hold, checked from the config before anything is allocated. Training keeps about
+# 16 bytes a parameter (weights, gradients, Adam's two moments): 2 billion parameters is 32 GB.
+MAX_PARAMETERS = 2_000_000_000
+# One batch: its float32 input tensor, and the feature maps a forward pass keeps for the backward pass.
+MAX_BATCH_INPUT_BYTES = 4 * 2 ** 30
+MAX_BATCH_ACTIVATION_BYTES = 64 * 2 ** 30
+# Conv stacks are bounded by the image size (one stride-2 stage halves it); MLP depth by this.
+MAX_HIDDEN_LAYERS = 32
+
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -37,6 +46,22 @@ def _is_number(value) -> bool:
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("billion", 1e9), ("million", 1e6)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f}"
+
+
+def _conv_pairs(c_in: int, widths: list) -> int:
+    """Sum of c_in * c_out over a chain of layers starting at c_in channels."""
+    total = 0
+    for c_out in widths:
+        total += c_in * c_out
+        c_in = c_out
+    return total
 
 
 def _check_weights(cfg: "ModelConfig", names: tuple) -> None:
@@ -81,6 +106,7 @@ class ModelConfig:
         if arch != "mlp" and self.image_size < 2 ** stages:
             raise UserError(f"image_size {self.image_size} is too small for {stages} stride-2 stages "
                             f"(needs at least {2 ** stages} px): use fewer hidden stages")
+        self.check_size(arch)
 
     def check_fields(self) -> None:
         """This class's own fields; a subclass checks its fields after calling this."""
@@ -103,6 +129,55 @@ class ModelConfig:
             raise UserError(f"gaussian_std must be > 0, not {self.gaussian_std!r}")
         if not isinstance(self.batch_norm, bool):
             raise UserError(f"model batch_norm must be true or false, not {self.batch_norm!r}")
+        if len(self.hidden) > MAX_HIDDEN_LAYERS:
+            raise UserError(f"model hidden has {len(self.hidden)} layers (at most {MAX_HIDDEN_LAYERS})")
+
+    def check_size(self, arch: str) -> None:
+        """Refuse a model too large for one machine, from its parameter count estimated without building it."""
+        n = self.parameter_estimate(arch)
+        if n > MAX_PARAMETERS:
+            raise UserError(f"model {self.name!r} would have about {_size(n)} parameters (at most "
+                            f"{_size(MAX_PARAMETERS)}): use a smaller latent_dim, hidden, fc_dim or image_size")
+
+    def check_batch(self, batch_size: int, arch: str) -> None:
+        """Refuse a batch whose input tensor or activations would not fit in one machine's memory."""
+        pixels = self.channels * self.image_size ** 2
+        if batch_size * pixels * 4 > MAX_BATCH_INPUT_BYTES:
+            raise UserError(f"a batch of {batch_size} images of {self.channels}x{self.image_size}x{self.image_size} "
+                            f"needs {_size(batch_size * pixels * 4 / 2 ** 30)} GiB for its input alone (at most "
+                            f"{MAX_BATCH_INPUT_BYTES // 2 ** 30} GiB): use a smaller batch_size or image_size")
+        activations = batch_size * self.activation_estimate(arch) * 4
+        if activations > MAX_BATCH_ACTIVATION_BYTES:
+            raise UserError(f"a batch of {batch_size} would keep about {_size(activations / 2 ** 30)} GiB of "
+                            f"activations (at most {MAX_BATCH_ACTIVATION_BYTES // 2 ** 30} GiB): use a smaller "
+                            f"batch_size, hidden or image_size")
+
+    def _side(self, stages: int) -> int:
+        """Side of the feature map after `stages` stride-2 stages (the image is padded up first, see nets.py)."""
+        return -(-self.image_size // 2 ** stages)
+
+    def parameter_estimate(self, arch: str) -> int:
+        """Weights of the encoder, heads and decoder (biases and norms left out): within a few percent."""
+        hidden, latent, fc = [int(h) for h in self.hidden], int(self.latent_dim), int(self.fc_dim)
+        pixels = self.channels * self.image_size ** 2
+        if arch == "mlp":
+            return 2 * _conv_pairs(pixels, hidden) + 3 * hidden[-1] * latent
+        k2 = self.kernel_size ** 2
+        body = k2 * (2 * _conv_pairs(self.channels, hidden) + hidden[0] ** 2) + 9 * hidden[0] * self.channels
+        if arch == "resnet":
+            body += 2 * 18 * sum(h * h for h in hidden) + 18 * hidden[0] ** 2
+        flat = hidden[-1] * self._side(len(hidden)) ** 2
+        heads = 2 * flat * fc + 3 * fc * latent if fc > 0 else 3 * flat * latent
+        return body + heads
+
+    def activation_estimate(self, arch: str) -> int:
+        """Numbers one image keeps through a forward pass (input, every feature map, output)."""
+        pixels = self.channels * self.image_size ** 2
+        if arch == "mlp":
+            return 2 * pixels + 2 * sum(int(h) for h in self.hidden)
+        per_stage = 3 if arch == "resnet" else 1
+        maps = sum(int(h) * self._side(i + 1) ** 2 for i, h in enumerate(self.hidden))
+        return 2 * pixels + 2 * per_stage * maps
 
     def stride_stages(self) -> int:
         """Stride-2 stages of the encoder: the smallest image it takes is 2 ** stages px."""
@@ -197,6 +272,23 @@ class VQVAEConfig(ModelConfig):
 
     def stride_stages(self) -> int:
         return self.vq_downsample
+
+    def parameter_estimate(self, arch: str) -> int:
+        hidden = [int(h) for h in self.hidden[:self.vq_downsample]]
+        width, k2 = hidden[-1], self.kernel_size ** 2
+        body = k2 * (2 * _conv_pairs(self.channels, hidden) + hidden[0] ** 2) + 9 * hidden[0] * self.channels
+        if arch == "resnet":
+            body += 2 * 18 * sum(h * h for h in hidden) + 18 * hidden[0] ** 2
+        middle = 4 * 18 * width * width + width * self.code_dim + 9 * self.code_dim * width
+        return body + middle + 3 * self.num_codes * self.code_dim
+
+    def activation_estimate(self, arch: str) -> int:
+        pixels = self.channels * self.image_size ** 2
+        per_stage = 3 if arch == "resnet" else 1
+        hidden = [int(h) for h in self.hidden[:self.vq_downsample]]
+        maps = sum(h * self._side(i + 1) ** 2 for i, h in enumerate(hidden))
+        grid = self._side(self.vq_downsample) ** 2
+        return 2 * pixels + 2 * per_stage * maps + 10 * hidden[-1] * grid + 2 * self.code_dim * grid
 
 
 # Model name -> its config class; training/models has the same names (tests/test_models.py checks).

@@ -14,6 +14,10 @@ import io
 import json
 import math
 import os
+import pickle
+import re
+import warnings
+import zipfile
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -24,7 +28,7 @@ from safetensors.torch import save as safetensors_save
 
 from .config import RunConfig
 from .errors import UserError
-from .models import build_model
+from .models import build_model, check_config, model_spec, resolve_arch
 from .models.pixelcnn import GatedPixelCNN, PriorConfig
 
 CONFIG_FILE = "config.json"
@@ -41,6 +45,11 @@ SAMPLES_IMAGE = "samples"
 RECONSTRUCTIONS_IMAGE = "reconstructions"
 
 PRIOR_FORMAT_VERSION = 1
+
+# The most points a latent table may hold (docs/run-format.md): export refuses more, and a latents.npz
+# with more is not loaded. The arrays of latents.npz together may declare at most MAX_LATENTS_BYTES.
+MAX_LATENT_POINTS = 100_000
+MAX_LATENTS_BYTES = 2 * 2 ** 30
 
 # Everything a run writes (train, evaluate, export, train-prior): removed by `--overwrite`, so that no
 # file of the old run survives next to the new weights.
@@ -128,19 +137,40 @@ def remove_stale_temp_files(path: str) -> None:
 
 
 def check_run_folder(path: str) -> Optional[str]:
-    """Cheap checks before loading (the config parses, the weights file is sound safetensors); the
-    one-line reason a folder cannot be loaded, or None."""
+    """Cheap checks before loading (the config parses and describes a model one machine can hold, the
+    weights file is sound safetensors); the one-line reason a folder cannot be loaded, or None."""
     try:
-        load_config(path)
+        config = load_config(path)
     except UserError as e:
         return " ".join(str(e).replace(path + os.sep, "").split())
     except OSError as e:
         return f"{CONFIG_FILE}: {e.strerror or e}"
     try:
+        check_model_config(config.model)
+    except UserError as e:
+        return f"{CONFIG_FILE}: {' '.join(str(e).split())}"
+    try:
         read_weights_metadata(os.path.join(path, WEIGHTS_FILE))
+        check_weights_fit(config.model, os.path.join(path, WEIGHTS_FILE))
     except UserError as e:
         return " ".join(str(e).replace(path + os.sep, "").split())
     return None
+
+
+def check_model_config(cfg) -> None:
+    """Every check building the model would make (sizes included), without allocating it."""
+    check_config(cfg, model_spec(cfg.name), resolve_arch(cfg))
+
+
+def check_weights_fit(cfg, weights_path: str) -> None:
+    """Refuse a config whose model could not fit in its weights file, before the model is built: every
+    parameter takes at least 2 bytes on disk, so a model estimated larger than the file in bytes is not
+    the model the weights are for (and building it would allocate for nothing)."""
+    estimate = cfg.parameter_estimate(resolve_arch(cfg))
+    size = os.path.getsize(weights_path) if os.path.isfile(weights_path) else None
+    if size is not None and estimate > size:
+        raise UserError(f"{weights_path}: the weights do not match the model in the config (the config describes "
+                        f"about {estimate:,} parameters, the file holds {size:,} bytes)")
 
 
 # ---- weights (safetensors) -----------------------------------------------------------------------------
@@ -218,14 +248,27 @@ def load_checkpoint(path: str) -> dict:
     if not os.path.isfile(path):
         raise UserError(f"{path}: no checkpoint to resume from")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about the pickle protocol of a foreign file; the refusal below says all there is.
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UserError(f"{path}: corrupt or unreadable checkpoint ({_unpickling_reason(str(e))})") from None
     except Exception as e:  # torch raises many types for truncated / foreign / pickled files
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: corrupt or unreadable checkpoint ({first_line[:200]})")
+        raise UserError(f"{path}: corrupt or unreadable checkpoint ({first_line[:200]})") from None
     required = ("step", "model", "optimizer", "config", "rng")
     if not isinstance(state, dict) or any(k not in state for k in required):
         raise UserError(f"{path}: not a checkpoint written by this trainer (expected keys {', '.join(required)})")
     return state
+
+
+def _unpickling_reason(message: str) -> str:
+    """Our own reason for a refused pickle. torch's message advises loading with weights_only=False,
+    which would run the file's code: that advice is never passed on."""
+    detail = re.search(r"Unsupported (global: GLOBAL \S+|operand \d+)", message)
+    what = f": {detail.group(0).replace(' was', '')}" if detail else ""
+    return f"it holds Python objects other than tensors, numbers and strings{what}; checkpoints are never unpickled"
 
 
 # ---- the training log (metrics.jsonl) and image grids --------------------------------------------------------
@@ -379,8 +422,11 @@ def load_latents(run_dir: str, latent_dim: Optional[int] = None) -> dict:
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such file (run `python -m training export RUN`)")
     try:
+        check_latents_size(npz_shapes(path))
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
+    except UserError:
+        raise
     except Exception as e:  # zip/format errors, object arrays refused by allow_pickle=False, ...
         raise UserError(f"{LATENTS_FILE} unreadable ({' '.join((type(e).__name__ + ': ' + str(e)).split())[:200]})")
     if latent_dim is not None:
@@ -392,6 +438,35 @@ def load_latents(run_dir: str, latent_dim: Optional[int] = None) -> dict:
     if "xy" in arrays:
         arrays["xy"] = arrays["xy"].astype(np.float32, copy=False)
     return arrays
+
+
+def npz_shapes(path: str) -> dict:
+    """name -> (shape, dtype) of every array in an .npz, read from the .npy headers of its zip members
+    without reading (or decompressing) any array data."""
+    shapes = {}
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(member)
+            shapes[info.filename.removesuffix(".npy")] = (tuple(int(s) for s in shape), dtype)
+    return shapes
+
+
+def check_latents_size(shapes: dict) -> None:
+    """Refuse a latent table with more than MAX_LATENT_POINTS rows or more than MAX_LATENTS_BYTES in all,
+    from the sizes its headers declare: a small file declaring a huge array never gets allocated."""
+    for key in ("mu", "xy"):
+        shape = shapes.get(key, ((),))[0]
+        if shape and shape[0] > MAX_LATENT_POINTS:
+            raise UserError(f"{LATENTS_FILE} ignored: {key} holds {shape[0]:,} points (at most "
+                            f"{MAX_LATENT_POINTS:,}; export fewer with `python -m training export --n`)")
+    declared = sum(math.prod(shape) * dtype.itemsize for shape, dtype in shapes.values())
+    if declared > MAX_LATENTS_BYTES:
+        raise UserError(f"{LATENTS_FILE} ignored: its arrays declare {declared / 2 ** 30:.3g} GiB (at most "
+                        f"{MAX_LATENTS_BYTES / 2 ** 30:.3g} GiB)")
 
 
 def latents_problem(a: dict, latent_dim: int) -> Optional[str]:
@@ -522,6 +597,8 @@ def load_run(path: str, device: str = "cpu") -> Run:
     weights_path = os.path.join(path, WEIGHTS_FILE)
     if not os.path.isfile(weights_path):
         raise UserError(f"{path}: no {WEIGHTS_FILE} yet (the run has not written its first checkpoint)")
+    check_model_config(config.model)
+    check_weights_fit(config.model, weights_path)
     model = build_model(config.model)
     step = load_weights(model, weights_path)
     model.to(device).eval()

@@ -121,7 +121,7 @@ def parse_grid(specs: list) -> list[Axis]:
         key = key.strip()
         if not sep or not key or not raw.strip():
             raise UserError(f"--grid {spec!r}: expected KEY=VALUE[,VALUE...], e.g. beta=1,4,6")
-        values = [parse_value(v) for v in split_values(raw)]
+        values = [parse_value(v, f"--grid {key[:80]}") for v in split_values(raw)]
         if any(v == "" for v in values):
             raise UserError(f"--grid {spec!r}: empty value")
         if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
@@ -376,6 +376,8 @@ def sweep(base: RunConfig, grid: list, out: str, options: EvalOptions, parallel_
           overwrite: bool = False, progress: bool = True, config_source: str = "") -> list[dict]:
     """Plan, run and summarise a sweep; returns the summary rows (also written to out/summary.*)."""
     axes = parse_grid(grid)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {out}: exists and is not a folder")
     if parallel_gpus:
         base = copy.deepcopy(base)
         base.train.device = "cuda"  # every run's process sees one GPU

@@ -29,9 +29,10 @@ from tqdm.auto import tqdm
 from . import distributed
 from .config import FORMAT_VERSION, RunConfig, TrainConfig, same_run
 from .data import load_dataset
+from .data.common import check_common_config
 from .device import resolve_device
 from .errors import UserError
-from .models import build_model, model_names
+from .models import build_model, model_names, resolve_arch
 from .runfolder import (CHECKPOINT_FILE, RECONSTRUCTIONS_IMAGE, SAMPLES_IMAGE, WEIGHTS_FILE, Run,
                         append_log, clear_finished, holds_run, load_checkpoint, load_state_checked,
                         mark_finished, remove_run_files, remove_stale_temp_files, save_checkpoint, save_config,
@@ -185,15 +186,31 @@ def check_out_dir(out_dir: str, resume: bool, overwrite: bool) -> None:
 def load_training_dataset(cfg: RunConfig):
     """Load the data and make the model config agree with it (image size, channels, dataset size)."""
     # Check the (cheap) model name before loading a possibly large dataset.
-    if cfg.model.name not in model_names():
+    if not isinstance(cfg.model.name, str) or cfg.model.name not in model_names():
         raise UserError(f"unknown model {cfg.model.name!r}; choose from {', '.join(model_names())}")
+    check_sizes(cfg)
     dataset = load_dataset(cfg.data)
     if len(dataset.train_indices) == 0:
         raise UserError(f"dataset {cfg.data.name!r}: the training split is empty")
     # The dataset decides what the images look like; the model is built for them. β-TCVAE's
     # estimator of log q(z) needs the size of the training set.
     cfg.model.fill_from_data(int(dataset.image_size), int(dataset.channels), int(len(dataset.train_indices)))
+    cfg.model.check_batch(cfg.train.batch_size, resolve_arch(cfg.model))
     return dataset
+
+
+def check_sizes(cfg: RunConfig) -> None:
+    """The model's parameter count and one batch's memory against what a machine holds, from the config
+    alone: a size typed by mistake fails here, before the data or the model is allocated. The image size
+    is the requested one (the dataset's own size is checked again once it is known)."""
+    check_common_config(cfg.data)
+    model = copy.copy(cfg.model)
+    if cfg.data.image_size is not None:
+        model.image_size = cfg.data.image_size
+    model.check_fields()
+    arch = resolve_arch(model)
+    model.check_size(arch)
+    model.check_batch(cfg.train.batch_size, arch)
 
 
 def seed_everything(seed: int) -> None:

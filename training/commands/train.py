@@ -57,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """--config (or, with --resume, the run's own config.json), then flags, then --set."""
     saved = os.path.join(args.out, CONFIG_FILE)
+    if args.resume and not args.config and not os.path.isfile(saved):
+        if not os.path.isdir(args.out):
+            raise UserError(f"{args.out}: no such run folder (nothing to resume)")
+        if args.model is None or args.dataset is None:
+            raise UserError(f"{args.out}: nothing to resume (no {CONFIG_FILE}); start the run without --resume")
     if args.config:
         cfg = read_config(args.config)
     elif args.resume and os.path.isfile(saved):
