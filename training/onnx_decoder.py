@@ -11,8 +11,12 @@ only the `onnx` package; the file holds its weights inline (no external data) as
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
+import os
+import sys
+import tempfile
 import warnings
 
 import torch
@@ -57,6 +61,28 @@ def export_copy(model: LatentModel) -> LatentModel:
     return clone.to(device="cpu", dtype=torch.float32, memory_format=torch.contiguous_format).eval()
 
 
+@contextlib.contextmanager
+def native_output_silenced():
+    """Send file descriptors 1 and 2 to a scratch file for the duration: when the legacy exporter fails, its
+    C++ logger (which the exporter turns on for every call) prints the whole TorchScript graph to stdout,
+    and a failed export must reach the command line as the one-line error alone."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with tempfile.TemporaryFile() as scratch:
+            os.dup2(scratch.fileno(), 1)
+            os.dup2(scratch.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        for fd in saved:
+            os.close(fd)
+
+
 def export_decoder(model: LatentModel) -> bytes:
     """The model's decoder as the bytes of a single-file ONNX model (input `z` (B, D), output `image`
     (B, C, H, W), dynamic batch). UserError with a one-line reason when it cannot be exported."""
@@ -69,7 +95,7 @@ def export_decoder(model: LatentModel) -> bytes:
     example = torch.zeros(2, latent_size(model), dtype=torch.float32)
     buffer = io.BytesIO()
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), native_output_silenced():
             # The legacy exporter warns that it is deprecated on every call; the warning is not actionable here.
             warnings.simplefilter("ignore")
             torch.onnx.export(graph, (example,), buffer, dynamo=False, opset_version=OPSET,
