@@ -68,7 +68,11 @@ def native_output_silenced():
     and a failed export must reach the command line as the one-line error alone."""
     sys.stdout.flush()
     sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
+    try:
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:  # a process without a stdout or stderr has nothing to protect
+        yield
+        return
     try:
         with tempfile.TemporaryFile() as scratch:
             os.dup2(scratch.fileno(), 1)
