@@ -25,7 +25,7 @@ MB = 1024 * 1024
 MAX_FILE_BYTES = 10 * MB   # Spaces refuse larger files without LFS
 MAX_TOTAL_BYTES = 60 * MB
 # Files the explorer needs in every bundled run (docs/run-format.md).
-REQUIRED = ("config.json", "model.safetensors", "metrics.json", "latents.npz", "DONE")
+REQUIRED = ("config.json", "model.safetensors", "metrics.json", "latents.npz", "decoder.onnx", "DONE")
 # The runs the explorer is meant to open with; a missing one must be a visible failure, not a silently smaller set.
 EXPECTED_RUNS = ("mnist-vae", "dsprites-btcvae", "smileys-btcvae", "dsprites-vae", "mnist-vqvae")
 

@@ -27,7 +27,7 @@ COMMANDS = {
 COMMAND_HELP = {
     "train": "train a model into a run folder (or continue one with --resume)",
     "evaluate": "score a run on its test split (ELBO, IW-NLL, disentanglement) into metrics.json",
-    "export": "write latents.npz (latents + 2-D UMAP map) and attributes.json for the explorer",
+    "export": "write latents.npz (latents + 2-D UMAP map), attributes.json and decoder.onnx for the explorer",
     "train-prior": "fit a PixelCNN prior over a VQ-VAE's code grid (prior.safetensors)",
     "sweep": "train and evaluate a grid of configs",
 }

@@ -1,9 +1,10 @@
-"""Export a run's latent table and 2-D map for the explorer: latents.npz + attributes.json.
+"""Export a run for the explorer: latents.npz (latent table + 2-D map), attributes.json and decoder.onnx.
 
 The explorer fits nothing: everything it shows about the data (posterior means, labels, thumbnails,
 the UMAP map, attribute vectors) is computed here, once, and stored in the run folder
 (docs/run-format.md). New latents are placed on the map by nearest neighbours over the exported means
-(training/latent_map.py), never by running UMAP in the app.
+(training/latent_map.py), never by running UMAP in the app. decoder.onnx lets a browser decode latents
+without a round trip to Python (training/onnx_decoder.py).
 """
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from .attributes import attribute_vectors
 from .encoding import EncodedPoints, encode_split, open_dataset
 from .errors import UserError
 from .latent_map import fit_map
-from .runfolder import MAX_LATENT_POINTS, load_run, save_attributes, save_latents
+from .onnx_decoder import export_decoder, latent_size
+from .runfolder import MAX_LATENT_POINTS, load_run, save_attributes, save_decoder, save_latents
+
 
 def latents_arrays(points: EncodedPoints, xy: np.ndarray, label_names: list, label_kinds: list,
                    umap_params: tuple) -> dict:
@@ -50,8 +53,11 @@ def latents_arrays(points: EncodedPoints, xy: np.ndarray, label_names: list, lab
 
 def export_run(run_dir: str, n: int = 10_000, split: str = "both", umap_neighbors: int = 15,
                umap_min_dist: float = 0.1, seed: int = 0, thumb_size: int = 64, device: str = "cpu",
-               batch_size: int = 256, progress: bool = False) -> dict:
-    """Write latents.npz and attributes.json into run_dir; returns a summary (counts, seconds per stage)."""
+               batch_size: int = 256, progress: bool = False, decoder_only: bool = False) -> dict:
+    """Write latents.npz, attributes.json and decoder.onnx into run_dir; returns a summary (counts, seconds
+    per stage). decoder_only: write decoder.onnx alone (no encoding, no map), for runs already exported."""
+    if decoder_only:
+        return export_decoder_file(run_dir)
     if not 1 <= n <= MAX_LATENT_POINTS:
         raise UserError(f"--n must be between 1 and {MAX_LATENT_POINTS:,} (the most points a run's latent table "
                         f"may hold), not {n:,}")
@@ -64,6 +70,11 @@ def export_run(run_dir: str, n: int = 10_000, split: str = "both", umap_neighbor
     run = load_run(run_dir, device=device)
     dataset = open_dataset(run)
     timings["load"] = time.perf_counter() - started
+
+    # Before the long encode and UMAP fit, so that a model that cannot be exported fails at once.
+    t = time.perf_counter()
+    decoder = export_decoder(run.model)
+    timings["decoder"] = time.perf_counter() - t
 
     t = time.perf_counter()
     points = encode_split(run.model, dataset, split, n, seed, device, batch_size, thumb_size)
@@ -86,7 +97,19 @@ def export_run(run_dir: str, n: int = 10_000, split: str = "both", umap_neighbor
     timings["attributes"] = time.perf_counter() - t
     save_latents(run_dir, arrays)
     save_attributes(run_dir, attributes)
+    save_decoder(run_dir, decoder)
     timings["total"] = time.perf_counter() - started
     return {"n": int(len(points.index)), "n_test": int((points.split == 1).sum()),
             "n_train": int((points.split == 0).sum()), "latent_size": int(points.mu.shape[1]),
-            "attributes": sorted(attributes["attributes"]), "seconds": {k: round(v, 2) for k, v in timings.items()}}
+            "attributes": sorted(attributes["attributes"]), "decoder_bytes": len(decoder),
+            "seconds": {k: round(v, 2) for k, v in timings.items()}}
+
+
+def export_decoder_file(run_dir: str) -> dict:
+    """Write decoder.onnx alone; returns {"decoder_bytes", "latent_size", "seconds"}."""
+    started = time.perf_counter()
+    run = load_run(run_dir, device="cpu")
+    decoder = export_decoder(run.model)
+    save_decoder(run_dir, decoder)
+    return {"decoder_bytes": len(decoder), "latent_size": latent_size(run.model),
+            "seconds": {"total": round(time.perf_counter() - started, 2)}}

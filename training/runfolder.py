@@ -41,6 +41,7 @@ LATENTS_FILE = "latents.npz"
 ATTRIBUTES_FILE = "attributes.json"
 PRIOR_WEIGHTS_FILE = "prior.safetensors"
 PRIOR_JSON_FILE = "prior.json"
+DECODER_FILE = "decoder.onnx"
 SAMPLES_IMAGE = "samples"
 RECONSTRUCTIONS_IMAGE = "reconstructions"
 
@@ -56,7 +57,7 @@ MAX_LATENTS_BYTES = 2 * 2 ** 30
 RUN_FILE_PATTERNS = (
     CONFIG_FILE, WEIGHTS_FILE, CHECKPOINT_FILE, METRICS_LOG_FILE, DONE_FILE,
     f"{SAMPLES_IMAGE}.png", f"{RECONSTRUCTIONS_IMAGE}.png", f"{SAMPLES_IMAGE}_*.png", f"{RECONSTRUCTIONS_IMAGE}_*.png",
-    METRICS_FILE, PRIOR_WEIGHTS_FILE, PRIOR_JSON_FILE, LATENTS_FILE, ATTRIBUTES_FILE,
+    METRICS_FILE, PRIOR_WEIGHTS_FILE, PRIOR_JSON_FILE, LATENTS_FILE, ATTRIBUTES_FILE, DECODER_FILE,
     "*.tmp-*",
 )
 
@@ -536,6 +537,36 @@ def _attribute_problem(entry: Any, latent_dim: int) -> Optional[str]:
         if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v):
             return "vector holds non-finite or non-numeric values"
     return None
+
+
+# ---- decoder.onnx ----------------------------------------------------------------------------------------------
+# The first bytes of every ONNX file the exporter writes: a protobuf ModelProto starts with its ir_version field
+# (field 1, varint). A cheap check that a file is not something else renamed, without needing the onnx package.
+_ONNX_FIRST_BYTE = 0x08
+
+
+def save_decoder(run_dir: str, data: bytes) -> None:
+    """decoder.onnx: the bytes of `training.onnx_decoder.export_decoder`."""
+    atomic_write_bytes(os.path.join(run_dir, DECODER_FILE), data)
+
+
+def has_decoder_file(run_dir: str) -> bool:
+    return os.path.isfile(os.path.join(run_dir, DECODER_FILE))
+
+
+def load_decoder(run_dir: str) -> bytes:
+    """decoder.onnx as bytes (for onnxruntime or a browser); UserError when it is missing or not ONNX."""
+    path = os.path.join(run_dir, DECODER_FILE)
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such file (run `python -m training export RUN --decoder-only`)")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise UserError(f"{DECODER_FILE}: cannot be read ({e.strerror or e})") from None
+    if not data or data[0] != _ONNX_FIRST_BYTE:
+        raise UserError(f"{path}: not an ONNX model")
+    return data
 
 
 # ---- the PixelCNN prior of a VQ-VAE -------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""`python -m training export RUN`: write latents.npz (latents + 2-D UMAP map) and attributes.json."""
+"""`python -m training export RUN`: write latents.npz (latents + 2-D UMAP map), attributes.json and decoder.onnx
+(`--decoder-only`: decoder.onnx alone)."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +8,7 @@ import os
 from ..device import DEVICE_HELP, resolve_device
 from ..encoding import SPLITS
 from ..export import export_run
-from ..runfolder import ATTRIBUTES_FILE, LATENTS_FILE
+from ..runfolder import ATTRIBUTES_FILE, DECODER_FILE, LATENTS_FILE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,14 +23,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--thumb-size", type=int, default=64, help="largest thumbnail side in pixels")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default="cpu", help=DEVICE_HELP)
+    parser.add_argument("--decoder-only", action="store_true",
+                        help=f"write only {DECODER_FILE} (no encoding, no map): for runs whose latents are exported")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.decoder_only:
+        summary = export_run(args.run, decoder_only=True)
+        print(f"exported the decoder ({summary['decoder_bytes'] / 1e6:.2f} MB, latent size {summary['latent_size']}) "
+              f"in {summary['seconds']['total']:.1f} s -> {os.path.join(args.run, DECODER_FILE)}")
+        return 0
     summary = export_run(args.run, n=args.n, split=args.split, umap_neighbors=args.umap_neighbors,
                          umap_min_dist=args.umap_min_dist, seed=args.seed, thumb_size=args.thumb_size,
                          device=str(resolve_device(args.device)), batch_size=args.batch_size, progress=True)
     seconds = summary["seconds"]
     print(f"exported {summary['n']} points ({summary['n_test']} test, {summary['n_train']} train; latent size "
           f"{summary['latent_size']}) and {len(summary['attributes'])} attribute vectors in {seconds['total']:.1f} s "
-          f"-> {os.path.join(args.run, LATENTS_FILE)}, {ATTRIBUTES_FILE}")
+          f"-> {os.path.join(args.run, LATENTS_FILE)}, {ATTRIBUTES_FILE}, {DECODER_FILE}")
     return 0

@@ -58,7 +58,11 @@ class VectorQuantizer(nn.Module):
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """Code vectors for indices (B, *spatial) -> (B, D, *spatial)."""
-        return F.embedding(indices, self.codebook).movedim(-1, 1)
+        vectors = F.embedding(indices, self.codebook)
+        # An explicit permutation rather than movedim(-1, 1): the ONNX exporter writes the latter as a
+        # Transpose with a negative axis, which the ONNX spec and onnxruntime refuse.
+        last = vectors.dim() - 1
+        return vectors.permute(0, last, *range(1, last))
 
     def quantize(self, z_e: torch.Tensor) -> torch.Tensor:
         """Nearest-code indices (B, *spatial) for z_e (B, D, *spatial); no codebook update."""
