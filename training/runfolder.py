@@ -629,6 +629,7 @@ def load_run(path: str, device: str = "cpu") -> Run:
     if not os.path.isfile(weights_path):
         raise UserError(f"{path}: no {WEIGHTS_FILE} yet (the run has not written its first checkpoint)")
     check_model_config(config.model)
+    read_weights_metadata(weights_path)  # a file that is not safetensors is named as such, whatever its size
     check_weights_fit(config.model, weights_path)
     model = build_model(config.model)
     step = load_weights(model, weights_path)
