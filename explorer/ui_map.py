@@ -11,6 +11,7 @@ ends and path, your image, a selection), so moving a mark does not resend 10,000
 """
 from __future__ import annotations
 
+import math
 import os
 from functools import lru_cache
 from typing import Iterable, Optional
@@ -114,11 +115,16 @@ def message_value(text: str) -> dict:
     return {"message": text}
 
 
+def row_from_event(r) -> Optional[int]:
+    """A point number sent by the browser, or None when it is not a whole number (the browser is not
+    trusted: NaN and infinities arrive as floats)."""
+    if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r != int(r):
+        return None
+    return int(r)
+
+
 def rows_from_event(rows: Iterable) -> list[int]:
-    """Selection rows sent by the browser, checked to be plain integers (the browser is not trusted)."""
-    out = []
-    for r in rows or []:
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or r != int(r):
-            continue
-        out.append(int(r))
-    return out
+    """Selection rows sent by the browser, checked to be plain integers; anything but a list is no rows."""
+    if not isinstance(rows, (list, tuple)):
+        return []
+    return [r for r in map(row_from_event, rows) if r is not None]

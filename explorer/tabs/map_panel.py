@@ -139,18 +139,19 @@ class MapPanel:
                 marks["t"] = ops.place_on_map(run, ops.interpolate_at(za, zb, tt, method))[0]
             except UserError:
                 pass
-        rows = points.selected_rows(run, selection, strict=False)
+        try:
+            rows = points.selected_rows(run, selection, strict=False)
+        except UserError:
+            rows = []
         selected = run.latents["xy"][rows] if rows else None
         return ui_map.overlay_update(ui_map.overlay(marks, path, selected))
 
     @staticmethod
     def map_clicked(evt: gr.EventData):
         """Browser map click -> the point number (the public endpoint is `point`)."""
-        row = getattr(evt, "_data", {}) or {}
-        r = row.get("row") if isinstance(row, dict) else None
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or r != int(r):
-            return gr.update()
-        return int(r)
+        data = getattr(evt, "_data", {}) or {}
+        row = ui_map.row_from_event(data.get("row") if isinstance(data, dict) else None)
+        return gr.update() if row is None else row
 
     @staticmethod
     def map_selected(evt: gr.EventData):
