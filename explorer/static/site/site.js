@@ -24,7 +24,7 @@ let dimsZ = null;           // the latent the per-dimension sliders edit
 let samplesSeed = 1;
 
 // The page's state, for tests and the console.
-window.site = {get run() { return run; }, pick};
+window.site = {get run() { return run; }, pick, map};
 
 // ---- errors and status ----------------------------------------------------------------------------------
 function status(text, isError = false) {
