@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.site import MAX_FILE_BYTES, build_site, points_kept, site_files
+from explorer.site import MAX_FILE_BYTES, build_site, points_kept, site_files, site_samples
 from helpers_app import torch_threads
 from training.errors import UserError
 from training.models.base import Encoding
@@ -88,6 +88,17 @@ def test_wide_latents_keep_fewer_points():
     # A VQ-VAE's 784 numbers per point: 10,000 of them would make a 31 MB mu.bin.
     assert points_kept(types.SimpleNamespace(n_points=5000, latent_dim=784), 10_000) == 2551
     assert points_kept(types.SimpleNamespace(n_points=5000, latent_dim=10), 10_000) == 5000
+
+
+@pytest.mark.parametrize("model, has_prior, kind", [("vae", True, "gaussian"), ("btcvae", True, "gaussian"),
+                                                    ("ae", True, "ae"), ("vqvae", True, None)])
+def test_prior_samples_offered(model, has_prior, kind):
+    run = types.SimpleNamespace(config=types.SimpleNamespace(model=types.SimpleNamespace(name=model)),
+                                has_prior=has_prior)
+    offered, note = site_samples(run)
+    assert offered == kind and note
+    if model == "ae":
+        assert "poor samples" in note  # offered with the app's warning
 
 
 # ---- bad input ------------------------------------------------------------------------------------------------
