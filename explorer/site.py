@@ -73,7 +73,8 @@ def resolve_run(arg: str) -> str:
     else:
         raise UserError(f"unknown run {arg!r}: no such folder (nor a run of that name in {', '.join(RUN_ROOTS)}/)")
     if not is_run_folder(path):
-        raise UserError(f"{arg}: not a run folder (no {CONFIG_FILE} and {WEIGHTS_FILE})")
+        raise UserError(f"{arg}: not a run folder (a run has {CONFIG_FILE} and {WEIGHTS_FILE}; for a folder of "
+                        "runs, name each run)")
     if not os.path.isfile(os.path.join(path, LATENTS_FILE)):
         raise UserError(f"{arg}: no {LATENTS_FILE} (make it with `python -m training export {arg}`)")
     if not os.path.isfile(os.path.join(path, DECODER_FILE)):
