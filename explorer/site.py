@@ -46,7 +46,7 @@ MAX_LIVE_DIMS = 8           # per-dimension sliders on the page
 MIN_THUMB = 8               # a sprite sheet never shrinks its thumbnails below this many pixels
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 PAGE_FILES = ("index.html", "site.js", "site.css")
-VENDOR = ("LICENSE", "README.md", "ort-wasm-simd-threaded.wasm.gz", "ort.wasm.bundle.min.mjs")
+VENDOR = ("LICENSE", "README.md", "ThirdPartyNotices.txt", "ort-wasm-simd-threaded.wasm.gz", "ort.wasm.bundle.min.mjs")
 # A bare run name is looked up here (relative to the working folder), as app.py finds runs.
 RUN_ROOTS = ("assets", "runs")
 DECODER_HINT = "make it with `python -m training export RUN --decoder-only`"

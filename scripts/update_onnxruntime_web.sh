@@ -78,6 +78,16 @@ SOFTWARE.
 EOF
 fi
 
+# The wasm binary holds third-party code (ONNX, Eigen, protobuf, ...). The npm package carries no notices
+# for it; the Python wheel of the same onnxruntime release does, built from the same source tree.
+(cd "$WORK" && python3 -m pip download -q --no-deps --only-binary :all: --python-version 3.11 \
+  --platform manylinux_2_28_x86_64 "onnxruntime==$VERSION" -d wheel)
+python3 - "$WORK"/wheel/*.whl "$DEST/ThirdPartyNotices.txt" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    open(sys.argv[2], "wb").write(wheel.read("onnxruntime/ThirdPartyNotices.txt"))
+PY
+
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 size() { stat -c %s "$1"; }
 {
@@ -97,7 +107,11 @@ do not edit by hand.
 | \`$WASM.gz\` | $(size "$DEST/$WASM.gz") | \`$(sha "$DEST/$WASM.gz")\` | \`dist/$WASM\` ($(size "$PKG/dist/$WASM") bytes, sha256 \`$(sha "$PKG/dist/$WASM")\`), \`gzip -9 -n\` |
 EOF
   for f in $(cd "$DEST" && ls | grep -vE "^($MJS|$WASM.gz|README.md)$"); do
-    echo "| \`$f\` | $(size "$DEST/$f") | \`$(sha "$DEST/$f")\` | $([ -f "$PKG/$f" ] && echo "\`$f\`, unchanged" || echo 'the MIT text of github.com/microsoft/onnxruntime (the npm package ships no license file)') |"
+    case "$f" in
+      ThirdPartyNotices.txt) from="\`onnxruntime/ThirdPartyNotices.txt\` of the \`onnxruntime==$VERSION\` wheel (PyPI)" ;;
+      *) from=$([ -f "$PKG/$f" ] && echo "\`$f\`, unchanged" || echo 'the MIT text of github.com/microsoft/onnxruntime (the npm package ships no license file)') ;;
+    esac
+    echo "| \`$f\` | $(size "$DEST/$f") | \`$(sha "$DEST/$f")\` | $from |"
   done
   cat <<EOF
 

@@ -52,7 +52,8 @@ def test_layout_and_sizes(site):
     files = site_files(out)
     for name in ("index.html", "site.js", "site.css", "latent_decoder.js", "runs.json", "README.md",
                  "vendor/onnxruntime-web/ort.wasm.bundle.min.mjs",
-                 "vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm.gz"):
+                 "vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm.gz", "vendor/onnxruntime-web/LICENSE",
+                 "vendor/onnxruntime-web/ThirdPartyNotices.txt"):
         assert name in files
     for run in ("dsprites-vae", "mnist-vqvae"):
         for name in ("index.json", "mu.bin", "xy.bin", "labels.bin", "thumbs.png", "decoder.onnx"):
