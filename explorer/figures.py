@@ -176,10 +176,9 @@ def _font(size: int = 11):
         return ImageFont.load_default()
 
 
-def kl_bar_figure(kl_per_dim, width: int = 480, height: int = 200, top: Optional[float] = None) -> Image.Image:
+def kl_bar_figure(kl_per_dim, width: int = 480, height: int = 200) -> Image.Image:
     """Bar chart of the mean KL (nats) of each latent dimension. Dimensions above 0.01 nats (carrying
-    information) are drawn in colour, collapsed ones in grey. top: the value at the top of the axis (default:
-    the largest bar), fixed across charts that are compared frame by frame."""
+    information) are drawn in colour, collapsed ones in grey."""
     kl = np.asarray(kl_per_dim, dtype=np.float64).reshape(-1)
     if kl.size == 0 or not np.all(np.isfinite(kl)):
         raise UserError("KL per dimension must be a non-empty list of finite numbers")
@@ -188,7 +187,7 @@ def kl_bar_figure(kl_per_dim, width: int = 480, height: int = 200, top: Optional
     font = _font(11)
     left, right, top, bottom = 44, 8, 18, 20
     plot_w, plot_h = width - left - right, height - top - bottom
-    top_value = max(float(kl.max()) if top is None or not math.isfinite(top) else float(top), 1e-6)
+    top_value = max(float(kl.max()), 1e-6)
     draw.text((4, 2), "KL per dimension (nats)", fill="black", font=font)
     draw.line([(left, top), (left, top + plot_h), (left + plot_w, top + plot_h)], fill="black")
     draw.text((2, top - 6), f"{top_value:.3g}", fill="black", font=font)
@@ -198,7 +197,7 @@ def kl_bar_figure(kl_per_dim, width: int = 480, height: int = 200, top: Optional
     for d, v in enumerate(kl):
         x0 = left + d * slot + slot * 0.15
         x1 = left + (d + 1) * slot - slot * 0.15
-        bar_h = min(max(0.0, v), top_value) / top_value * plot_h
+        bar_h = max(0.0, v) / top_value * plot_h
         colour = PALETTE[0] if v > 0.01 else "#bbbbbb"
         if x1 - x0 < 1:
             x1 = x0 + 1

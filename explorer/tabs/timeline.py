@@ -2,8 +2,9 @@
 
 A training-step slider snaps to the steps of the run's weight snapshots; for the chosen step the tab shows
 the reconstructions of a fixed set of test images under their inputs, the decodings of fixed prior draws
-and the KL per latent dimension. Every frame is drawn from timeline.npz alone (no model is loaded), so the
-slider costs a few milliseconds of drawing.
+and the KL per latent dimension (each chart on its own scale: the first steps can have a KL many times the
+final one; the caption gives the total). Every frame is drawn from timeline.npz alone (no model is
+loaded), so the slider costs a few milliseconds of drawing.
 """
 from __future__ import annotations
 
@@ -71,11 +72,11 @@ def frame(arrays: dict, k: int) -> tuple[str, Image.Image, Optional[Image.Image]
     samples = figures.grid(_hwc(arrays["samples"][k]), nrow=arrays["samples"].shape[1]) \
         if "samples" in arrays else None
     kl = arrays["kl_per_dim"]
-    chart = figures.kl_bar_figure(kl[k], top=float(kl.max())) if np.any(kl > 0) else None
+    chart = figures.kl_bar_figure(kl[k]) if np.any(kl[k] > 0) else None
     active = int((kl[k] > 0.01).sum())
     caption = (f"**Step {int(steps[k]):,}** (snapshot {k + 1} of {len(steps)}: "
                f"{', '.join(f'{int(s):,}' for s in steps)}). Top row: test images; below: their reconstructions.")
-    if chart is not None:
+    if np.any(kl[k] > 0):
         caption += f" KL: {float(kl[k].sum()):.2f} nats, {active} of {kl.shape[1]} dimensions above 0.01."
     if samples is None:
         caption += " No prior samples: this model has no N(0, I) prior."
@@ -96,7 +97,7 @@ class TimelineTab:
         self.pairs = pixel_image(label="Test images (top) and their reconstructions", elem_id="timeline-recon")
         self.samples = pixel_image(label="Decoded prior draws (the same draws at every step)",
                                    elem_id="timeline-samples")
-        self.kl = image_out(label="KL per dimension (same scale at every step)", elem_id="timeline-kl")
+        self.kl = image_out(label="KL per dimension", elem_id="timeline-kl")
 
     def define_steps(self, page: Page) -> None:
         pass  # nothing chains after this tab's events
