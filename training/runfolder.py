@@ -587,8 +587,8 @@ def snapshot_path(run_dir: str, step: int) -> str:
 
 def save_snapshot(run_dir: str, model: torch.nn.Module, step: int) -> None:
     """The model's state_dict at `step` in float16 (half the bytes of the weights; the timeline only draws
-    from it), metadata {"step", "dtype"}. A tensor that float16 cannot hold (a value beyond 65504, e.g. a
-    large EMA statistic) stays float32; integer buffers stay as they are."""
+    from it). A tensor that float16 cannot hold (a value beyond 65504, e.g. a
+    large EMA statistic) stays float32; integer buffers stay as they are. Metadata {"step"}."""
     tensors = {}
     for name, t in model.state_dict().items():
         t = t.detach().to("cpu").contiguous().clone()
@@ -601,8 +601,9 @@ def save_snapshot(run_dir: str, model: torch.nn.Module, step: int) -> None:
         os.makedirs(folder, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create {folder}: {e.strerror or e}") from None
-    metadata = {"step": str(int(step)), "dtype": "float16"}
-    atomic_write_bytes(snapshot_path(run_dir, step), safetensors_save(tensors, metadata=metadata))
+    # One metadata key: safetensors writes the metadata map in no fixed order, and a resumed run must write
+    # the same bytes as one never interrupted.
+    atomic_write_bytes(snapshot_path(run_dir, step), safetensors_save(tensors, metadata={"step": str(int(step))}))
 
 
 def list_snapshots(run_dir: str) -> list[int]:
