@@ -26,6 +26,7 @@ from .tabs.map_panel import MapPanel
 from .tabs.point import PointTab
 from .tabs.reconstruct import ReconstructTab
 from .tabs.samples import SamplesTab
+from .tabs.timeline import TimelineTab
 from .tempfiles import Downloads
 
 MAX_UPLOAD = "10mb"
@@ -110,6 +111,7 @@ def _explorer_page(demo: gr.Blocks, page: Page) -> None:
     tabs = [("Point", "tab-point", point), ("Reconstruct", "tab-recon", reconstruct),
             ("Samples", "tab-samples", samples), ("Interpolate", "tab-interp", interpolate),
             ("Attributes", "tab-attr", attributes), ("Disentangle", "tab-dis", disentangle),
+            ("Training", "tab-train", TimelineTab(page)),
             ("Downloads", "tab-dl", DownloadsTab(page, downloads, disentangle, interpolate))]
 
     with gr.Row(elem_id="header"):

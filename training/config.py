@@ -69,6 +69,9 @@ class TrainConfig:
     # torch.compile the training step (model.loss): faster steps after a compile of tens of seconds;
     # needs a working C++ compiler (CPU) or Triton (CUDA).
     compile: bool = False
+    # Weight snapshots at about this many log-spaced steps (float16, in snapshots/), for the explorer's view
+    # of how the latent space forms during training; 0 = none. See trainer.snapshot_steps.
+    snapshots: int = 0
 
 
 @dataclass
@@ -137,6 +140,7 @@ FLAG_FIELDS = {
     "grad_clip": "train.grad_clip", "device": "train.device", "amp": "train.amp",
     "channels_last": "train.channels_last", "compile": "train.compile", "log_every": "train.log_every",
     "sample_every": "train.sample_every", "checkpoint_every": "train.checkpoint_every",
+    "snapshots": "train.snapshots",
 }
 
 
@@ -197,7 +201,8 @@ MISSING = "<absent>"
 # how often it logs, draws and saves. train.steps is apart: more steps continue a run, fewer than the
 # run has done are the caller's error to report.
 NOT_PART_OF_A_RUN = {"data.data_dir", "train.device", "train.steps", "train.log_every", "train.sample_every",
-                     "train.checkpoint_every", "train.grid_n", "train.compile", "train.channels_last"}
+                     "train.checkpoint_every", "train.grid_n", "train.compile", "train.channels_last",
+                     "train.snapshots"}
 # Optimiser settings that continuing a run from its checkpoint may change: from there on they steer only
 # the rest of the training ("lower the learning rate and --resume"). The seed may not: the checkpoint's
 # random state, not the seed, drives the rest of the run.

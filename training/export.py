@@ -1,10 +1,12 @@
-"""Export a run for the explorer: latents.npz (latent table + 2-D map), attributes.json and decoder.onnx.
+"""Export a run for the explorer: latents.npz (latent table + 2-D map), attributes.json, decoder.onnx and,
+for a run trained with weight snapshots, timeline.npz.
 
 The explorer fits nothing: everything it shows about the data (posterior means, labels, thumbnails,
 the UMAP map, attribute vectors) is computed here, once, and stored in the run folder
 (docs/run-format.md). New latents are placed on the map by nearest neighbours over the exported means
 (training/latent_map.py), never by running UMAP in the app. decoder.onnx lets a browser decode latents
-without a round trip to Python (training/onnx_decoder.py).
+without a round trip to Python (training/onnx_decoder.py). timeline.npz follows the snapshots
+(training/timeline.py).
 """
 from __future__ import annotations
 
@@ -13,11 +15,13 @@ import time
 import numpy as np
 
 from .attributes import attribute_vectors
-from .encoding import EncodedPoints, encode_split, open_dataset
+from .encoding import EncodedPoints, SPLIT_CODE, choose_indices, encode_split, open_dataset
 from .errors import UserError
 from .latent_map import fit_map
 from .onnx_decoder import export_decoder, latent_size
-from .runfolder import MAX_LATENT_POINTS, load_run, save_attributes, save_decoder, save_latents
+from .runfolder import (LATENTS_FILE, MAX_LATENT_POINTS, list_snapshots, load_latents, load_run, save_attributes,
+                        save_decoder, save_latents, save_timeline)
+from .timeline import kl_per_dim, timeline_arrays
 
 
 def latents_arrays(points: EncodedPoints, xy: np.ndarray, label_names: list, label_kinds: list,
@@ -25,11 +29,6 @@ def latents_arrays(points: EncodedPoints, xy: np.ndarray, label_names: list, lab
     """The arrays of latents.npz (docs/run-format.md), all numeric or fixed-width unicode."""
     d = points.mu.shape[1]
     logvar = points.logvar if points.logvar is not None else np.zeros_like(points.mu)
-    if points.logvar is not None:
-        kl = 0.5 * (points.mu.astype(np.float64) ** 2 + np.exp(logvar) - 1.0 - logvar)
-        kl_per_dim = kl.mean(0).astype(np.float32)
-    else:
-        kl_per_dim = np.zeros(d, np.float32)
     arrays = {
         "index": points.index.astype(np.int64),
         "split": points.split.astype(np.int8),
@@ -43,7 +42,7 @@ def latents_arrays(points: EncodedPoints, xy: np.ndarray, label_names: list, lab
         "labels": points.labels.astype(np.float32).reshape(len(points.index), len(label_names)),
         "thumbs": points.thumbs.astype(np.uint8),
         "xy": xy.astype(np.float32),
-        "kl_per_dim": kl_per_dim,
+        "kl_per_dim": kl_per_dim(points.mu, points.logvar).reshape(d),
         "umap_params": np.asarray(umap_params, dtype=np.float32),
     }
     if points.codes is not None:
@@ -53,11 +52,15 @@ def latents_arrays(points: EncodedPoints, xy: np.ndarray, label_names: list, lab
 
 def export_run(run_dir: str, n: int = 10_000, split: str = "both", umap_neighbors: int = 15,
                umap_min_dist: float = 0.1, seed: int = 0, thumb_size: int = 64, device: str = "cpu",
-               batch_size: int = 256, progress: bool = False, decoder_only: bool = False) -> dict:
-    """Write latents.npz, attributes.json and decoder.onnx into run_dir; returns a summary (counts, seconds
-    per stage). decoder_only: write decoder.onnx alone (no encoding, no map), for runs already exported."""
+               batch_size: int = 256, progress: bool = False, decoder_only: bool = False,
+               timeline_only: bool = False) -> dict:
+    """Write latents.npz, attributes.json, decoder.onnx and (with snapshots) timeline.npz into run_dir; returns
+    a summary (counts, seconds per stage). decoder_only: write decoder.onnx alone (no encoding, no map), for
+    runs already exported; timeline_only: write timeline.npz alone."""
     if decoder_only:
         return export_decoder_file(run_dir)
+    if timeline_only:
+        return export_timeline_file(run_dir, n, split, seed, thumb_size, device, batch_size)
     if not 1 <= n <= MAX_LATENT_POINTS:
         raise UserError(f"--n must be between 1 and {MAX_LATENT_POINTS:,} (the most points a run's latent table "
                         f"may hold), not {n:,}")
@@ -95,14 +98,55 @@ def export_run(run_dir: str, n: int = 10_000, split: str = "both", umap_neighbor
     t = time.perf_counter()
     attributes = attribute_vectors(points.mu, arrays["labels"], label_names, label_kinds)
     timings["attributes"] = time.perf_counter() - t
+    timeline = None
+    if list_snapshots(run_dir):
+        t = time.perf_counter()
+        timeline = timeline_arrays(run, dataset, timeline_points(points.index, points.split), seed, thumb_size, device,
+                                   batch_size)
+        timings["timeline"] = time.perf_counter() - t
     save_latents(run_dir, arrays)
     save_attributes(run_dir, attributes)
     save_decoder(run_dir, decoder)
+    if timeline is not None:
+        save_timeline(run_dir, timeline)
     timings["total"] = time.perf_counter() - started
     return {"n": int(len(points.index)), "n_test": int((points.split == 1).sum()),
             "n_train": int((points.split == 0).sum()), "latent_size": int(points.mu.shape[1]),
             "attributes": sorted(attributes["attributes"]), "decoder_bytes": len(decoder),
+            "snapshots": 0 if timeline is None else int(len(timeline["steps"])),
             "seconds": {k: round(v, 2) for k, v in timings.items()}}
+
+
+def timeline_points(index: np.ndarray, split: np.ndarray) -> np.ndarray:
+    """The exported points the timeline's KL is averaged over: those of the test split (all of them when
+    none is from the test split)."""
+    is_test = split == SPLIT_CODE["test"]
+    return index[is_test] if is_test.any() else index
+
+
+def export_timeline_file(run_dir: str, n: int, split: str, seed: int, thumb_size: int, device: str,
+                         batch_size: int) -> dict:
+    """Write timeline.npz alone: over the points of latents.npz when the run has one (no encoding of the
+    map, no UMAP), else over the points an export with these settings would choose."""
+    started = time.perf_counter()
+    run = load_run(run_dir, device=device)
+    if not list_snapshots(run_dir):
+        raise UserError(f"{run_dir}: no weight snapshots to export (train with `--snapshots 10`)")
+    dataset = open_dataset(run)
+    try:
+        latents = load_latents(run_dir)
+        index, split_codes = latents["index"], latents["split"]
+    except UserError:  # not exported yet (or unusable): choose the points an export would
+        if not 1 <= n <= MAX_LATENT_POINTS:
+            raise UserError(f"--n must be between 1 and {MAX_LATENT_POINTS:,}, not {n:,}") from None
+        index, split_codes = choose_indices(dataset, split, n, seed)
+    if len(index) == 0 or np.any(index < 0) or np.any(index >= len(dataset)):
+        raise UserError(f"{LATENTS_FILE}: its point indices do not fit the run's dataset; export the run again")
+    timeline = timeline_arrays(run, dataset, timeline_points(index, split_codes), seed, thumb_size, device,
+                               batch_size)
+    save_timeline(run_dir, timeline)
+    return {"snapshots": int(len(timeline["steps"])), "kl_points": int(timeline["kl_points"][0]),
+            "seconds": {"total": round(time.perf_counter() - started, 2)}}
 
 
 def export_decoder_file(run_dir: str) -> dict:

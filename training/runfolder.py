@@ -42,6 +42,8 @@ ATTRIBUTES_FILE = "attributes.json"
 PRIOR_WEIGHTS_FILE = "prior.safetensors"
 PRIOR_JSON_FILE = "prior.json"
 DECODER_FILE = "decoder.onnx"
+SNAPSHOTS_DIR = "snapshots"
+TIMELINE_FILE = "timeline.npz"
 SAMPLES_IMAGE = "samples"
 RECONSTRUCTIONS_IMAGE = "reconstructions"
 
@@ -51,6 +53,11 @@ PRIOR_FORMAT_VERSION = 1
 # with more is not loaded. The arrays of latents.npz together may declare at most MAX_LATENTS_BYTES.
 MAX_LATENT_POINTS = 100_000
 MAX_LATENTS_BYTES = 2 * 2 ** 30
+# The arrays of timeline.npz together may declare at most this much (a few hundred KB is the usual size).
+MAX_TIMELINE_BYTES = 256 * 2 ** 20
+
+# snapshots/step_000100.safetensors: the step, zero-padded so that names sort by step.
+_SNAPSHOT_NAME = re.compile(r"step_(\d{6,})\.safetensors")
 
 # Everything a run writes (train, evaluate, export, train-prior): removed by `--overwrite`, so that no
 # file of the old run survives next to the new weights.
@@ -58,6 +65,7 @@ RUN_FILE_PATTERNS = (
     CONFIG_FILE, WEIGHTS_FILE, CHECKPOINT_FILE, METRICS_LOG_FILE, DONE_FILE,
     f"{SAMPLES_IMAGE}.png", f"{RECONSTRUCTIONS_IMAGE}.png", f"{SAMPLES_IMAGE}_*.png", f"{RECONSTRUCTIONS_IMAGE}_*.png",
     METRICS_FILE, PRIOR_WEIGHTS_FILE, PRIOR_JSON_FILE, LATENTS_FILE, ATTRIBUTES_FILE, DECODER_FILE,
+    TIMELINE_FILE, f"{SNAPSHOTS_DIR}/step_*.safetensors", f"{SNAPSHOTS_DIR}/*.tmp-*",
     "*.tmp-*",
 )
 
@@ -128,13 +136,16 @@ def remove_run_files(path: str) -> None:
         for file in glob.glob(os.path.join(glob.escape(path), pattern)):
             if os.path.isfile(file):
                 os.remove(file)
+    with contextlib.suppress(OSError):  # only when empty: a file someone else put there stays
+        os.rmdir(os.path.join(path, SNAPSHOTS_DIR))
 
 
 def remove_stale_temp_files(path: str) -> None:
     """Temp files of a write that a killed process never finished."""
-    for file in glob.glob(os.path.join(glob.escape(path), "*.tmp-*")):
-        if os.path.isfile(file):
-            os.remove(file)
+    for folder in (path, os.path.join(path, SNAPSHOTS_DIR)):
+        for file in glob.glob(os.path.join(glob.escape(folder), "*.tmp-*")):
+            if os.path.isfile(file):
+                os.remove(file)
 
 
 def check_run_folder(path: str) -> Optional[str]:
@@ -567,6 +578,125 @@ def load_decoder(run_dir: str) -> bytes:
     if not data or data[0] != _ONNX_FIRST_BYTE:
         raise UserError(f"{path}: not an ONNX model")
     return data
+
+
+# ---- weight snapshots (snapshots/step_NNNNNN.safetensors) and timeline.npz ----------------------------------
+def snapshot_path(run_dir: str, step: int) -> str:
+    return os.path.join(run_dir, SNAPSHOTS_DIR, f"step_{int(step):06d}.safetensors")
+
+
+def save_snapshot(run_dir: str, model: torch.nn.Module, step: int) -> None:
+    """The model's state_dict at `step` in float16 (half the bytes of the weights; the timeline only draws
+    from it). A tensor that float16 cannot hold (a value beyond 65504, e.g. a
+    large EMA statistic) stays float32; integer buffers stay as they are. Metadata {"step"}."""
+    tensors = {}
+    for name, t in model.state_dict().items():
+        t = t.detach().to("cpu").contiguous().clone()
+        if t.is_floating_point():
+            half = t.to(torch.float16)
+            t = half if bool(torch.isfinite(half).all()) or not bool(torch.isfinite(t).all()) else t.float()
+        tensors[name] = t
+    folder = os.path.join(run_dir, SNAPSHOTS_DIR)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {folder}: {e.strerror or e}") from None
+    # One metadata key: safetensors writes the metadata map in no fixed order, and a resumed run must write
+    # the same bytes as one never interrupted.
+    atomic_write_bytes(snapshot_path(run_dir, step), safetensors_save(tensors, metadata={"step": str(int(step))}))
+
+
+def list_snapshots(run_dir: str) -> list[int]:
+    """The steps of the run's snapshots, ascending (from the file names; [] without a snapshots folder)."""
+    try:
+        names = os.listdir(os.path.join(run_dir, SNAPSHOTS_DIR))
+    except OSError:
+        return []
+    found = (_SNAPSHOT_NAME.fullmatch(name) for name in names)
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def remove_snapshots_after(run_dir: str, step: int) -> None:
+    """Drop snapshots past a checkpoint's step on resume: a killed run wrote them in a history that the
+    resumed run computes again (with the settings it resumes with), as truncate_log does for the log."""
+    for later in (s for s in list_snapshots(run_dir) if s > step):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(snapshot_path(run_dir, later))
+
+
+def load_snapshot(run_dir: str, step: int, config: Optional[RunConfig] = None, device: str = "cpu"):
+    """The run's model with the weights of its snapshot at `step`, widened to float32, in eval mode.
+    config: the run's config when the caller has it (else config.json is read and checked)."""
+    if config is None:
+        config = load_config(run_dir)
+        check_model_config(config.model)
+    path = snapshot_path(run_dir, step)
+    tensors, saved_step = read_weights(path)
+    if saved_step != int(step):
+        raise UserError(f"{path}: its metadata says step {saved_step}, its name step {int(step)}")
+    model = build_model(config.model)
+    tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    load_state_checked(model, tensors, path)
+    return model.to(device).eval()
+
+
+def has_timeline_file(run_dir: str) -> bool:
+    return os.path.isfile(os.path.join(run_dir, TIMELINE_FILE))
+
+
+def save_timeline(run_dir: str, arrays: dict) -> None:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(os.path.join(run_dir, TIMELINE_FILE), buffer.getvalue())
+
+
+def load_timeline(run_dir: str) -> dict:
+    """timeline.npz as a dict of arrays (never unpickled), checked against docs/run-format.md's layout;
+    UserError naming the first problem. Sizes are checked from the headers before anything is read."""
+    path = os.path.join(run_dir, TIMELINE_FILE)
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such file (train with `--snapshots 10`, then run `python -m training export RUN`)")
+    try:
+        declared = sum(math.prod(shape) * dtype.itemsize for shape, dtype in npz_shapes(path).values())
+        if declared > MAX_TIMELINE_BYTES:
+            raise UserError(f"{TIMELINE_FILE} ignored: its arrays declare {declared / 2 ** 20:.3g} MiB (at most "
+                            f"{MAX_TIMELINE_BYTES / 2 ** 20:.3g} MiB)")
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except UserError:
+        raise
+    except Exception as e:  # zip/format errors, object arrays refused by allow_pickle=False, ...
+        raise UserError(f"{TIMELINE_FILE} unreadable ({' '.join((type(e).__name__ + ': ' + str(e)).split())[:200]})")
+    problem = timeline_problem(arrays)
+    if problem:
+        raise UserError(f"{TIMELINE_FILE} ignored: {problem}")
+    return arrays
+
+
+def timeline_problem(a: dict) -> Optional[str]:
+    """What makes a timeline unusable, or None."""
+    for key in ("steps", "kl_per_dim", "inputs", "reconstructions"):
+        if key not in a:
+            return f"missing array {key!r}"
+    steps = a["steps"]
+    if steps.ndim != 1 or steps.size == 0 or steps.dtype.kind not in "iu" or np.any(np.diff(steps) <= 0):
+        return "steps must be a non-empty increasing list of whole numbers"
+    s = steps.size
+    kl = a["kl_per_dim"]
+    if kl.ndim != 2 or kl.shape[0] != s or kl.dtype.kind != "f" or not np.all(np.isfinite(kl)):
+        return f"kl_per_dim must be finite numbers of shape ({s}, D), got {kl.shape}"
+    inputs = a["inputs"]
+    if inputs.ndim != 4 or inputs.dtype != np.uint8 or inputs.shape[0] == 0 or inputs.shape[1] not in (1, 3):
+        return "inputs must be uint8 (K, C, h, w) with C 1 or 3"
+    for key in ("reconstructions", "samples"):
+        if key in a:
+            x = a[key]
+            if x.dtype != np.uint8 or x.ndim != 5 or x.shape[0] != s or x.shape[2:] != inputs.shape[1:] \
+                    or x.shape[1] == 0:
+                return f"{key} must be uint8 ({s}, n, {', '.join(map(str, inputs.shape[1:]))}), got {x.shape}"
+    if a["reconstructions"].shape[1] != inputs.shape[0]:
+        return f"reconstructions must hold one image per input ({inputs.shape[0]})"
+    return None
 
 
 # ---- the PixelCNN prior of a VQ-VAE -------------------------------------------------------------------------

@@ -35,12 +35,34 @@ from .errors import UserError
 from .models import build_model, model_names, resolve_arch
 from .runfolder import (CHECKPOINT_FILE, RECONSTRUCTIONS_IMAGE, SAMPLES_IMAGE, WEIGHTS_FILE, Run,
                         append_log, clear_finished, holds_run, load_checkpoint, load_state_checked,
-                        mark_finished, remove_run_files, remove_stale_temp_files, save_checkpoint, save_config,
-                        save_weights, truncate_log, write_grid_png)
+                        mark_finished, remove_run_files, remove_snapshots_after, remove_stale_temp_files,
+                        save_checkpoint, save_config, save_snapshot, save_weights, truncate_log, write_grid_png)
 
 # Seed offset of the batch generator, so that its stream differs from the global RNG's (model init,
 # reparameterisation noise), which is seeded with the plain seed.
 BATCH_SEED_OFFSET = 7919
+
+# Weight snapshots (train.snapshots) are log-spaced from this step (or from a tenth of a shorter run) to
+# the last step: a latent space changes fastest early on, so early steps get more snapshots.
+SNAPSHOT_FIRST_STEP = 100
+MAX_SNAPSHOTS = 100
+
+
+def snapshot_steps(steps: int, snapshots: int) -> list[int]:
+    """The steps at which a run of `steps` steps with train.snapshots=`snapshots` saves its weights.
+
+    `snapshots` steps log-spaced (geometric) from min(SNAPSHOT_FIRST_STEP, steps // 10) (at least 1) to the
+    last step, rounded to whole steps; rounding can merge neighbours in a short run, so there may be a few
+    fewer. The last step is always one of them. The schedule depends on the config alone, so a resumed run
+    saves at the same steps as one that was never interrupted.
+    """
+    if snapshots <= 0 or steps <= 0:
+        return []
+    first = max(1, min(SNAPSHOT_FIRST_STEP, steps // 10))
+    if snapshots == 1 or first >= steps:
+        return [steps]
+    chosen = np.round(np.geomspace(first, steps, snapshots)).astype(np.int64)
+    return sorted({int(s) for s in chosen} | {steps})
 
 
 # ==== the training run ============================================================================
@@ -81,6 +103,7 @@ def train_ranks(ranks: distributed.Ranks, cfg: RunConfig, out_dir: str, resume: 
         open_run_folder(out_dir, cfg, resume, step)
     last_checkpoint = step if resume else None
     t = cfg.train
+    snapshot_at = set(snapshot_steps(t.steps, t.snapshots))
     # A host sync per step costs nothing on the CPU but stalls an accelerator: there, losses are
     # checked for NaN/inf in batches, always before anything is logged, drawn or saved.
     check_every_step = device.type == "cpu"
@@ -102,7 +125,8 @@ def train_ranks(ranks: distributed.Ranks, cfg: RunConfig, out_dir: str, resume: 
             is_last = step == t.steps
             is_log, is_sample = step % t.log_every == 0 or is_last, step % t.sample_every == 0 or is_last
             is_checkpoint = step % t.checkpoint_every == 0 or is_last
-            if check_every_step or is_log or is_sample or is_checkpoint:
+            is_snapshot = step in snapshot_at
+            if check_every_step or is_log or is_sample or is_checkpoint or is_snapshot:
                 raise_if_nonfinite(pending, last_checkpoint)
                 pending.clear()
             if is_log and ranks.is_main:
@@ -113,8 +137,11 @@ def train_ranks(ranks: distributed.Ranks, cfg: RunConfig, out_dir: str, resume: 
             with clock.paused():  # file writes do not count against training throughput
                 if is_sample and ranks.is_main:
                     save_grids(model, dataset, cfg, out_dir, step, device)
-                if is_checkpoint:
+                if is_checkpoint or is_snapshot:
                     raise_if_weights_nonfinite(model, step, last_checkpoint)
+                if is_snapshot and ranks.is_main:
+                    save_snapshot(out_dir, model, step)
+                if is_checkpoint:
                     if ranks.is_main:
                         save_run_state(out_dir, step, model, optimizer, amp, batches, cfg, clock.seconds())
                     last_checkpoint = step
@@ -157,6 +184,8 @@ def validate_train_config(t: TrainConfig) -> None:
     for name in ("amp", "channels_last", "compile"):
         if not isinstance(getattr(t, name), bool):
             raise UserError(f"train.{name} must be true or false (got {getattr(t, name)!r})")
+    if not isinstance(t.snapshots, int) or isinstance(t.snapshots, bool) or not 0 <= t.snapshots <= MAX_SNAPSHOTS:
+        raise UserError(f"train.snapshots must be a whole number from 0 to {MAX_SNAPSHOTS} (got {t.snapshots!r})")
     if not isinstance(t.seed, int) or isinstance(t.seed, bool) or t.seed < 0:
         raise UserError(f"train.seed must be a non-negative integer (got {t.seed!r})")
     for name in ("lr", "weight_decay"):
@@ -371,6 +400,7 @@ def open_run_folder(out_dir: str, cfg: RunConfig, resume: bool, step: int) -> No
     if resume:
         remove_stale_temp_files(out_dir)
         truncate_log(out_dir, step)
+        remove_snapshots_after(out_dir, step)
         clear_finished(out_dir)
     else:
         # check_out_dir allowed this: the folder is new, holds a run that never checkpointed,

@@ -1,5 +1,6 @@
-"""`python -m training export RUN`: write latents.npz (latents + 2-D UMAP map), attributes.json and decoder.onnx
-(`--decoder-only`: decoder.onnx alone)."""
+"""`python -m training export RUN`: write latents.npz (latents + 2-D UMAP map), attributes.json, decoder.onnx and,
+for a run with weight snapshots, timeline.npz (`--decoder-only`: decoder.onnx alone; `--timeline-only`:
+timeline.npz alone)."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,7 @@ import os
 from ..device import DEVICE_HELP, resolve_device
 from ..encoding import SPLITS
 from ..export import export_run
-from ..runfolder import ATTRIBUTES_FILE, DECODER_FILE, LATENTS_FILE
+from ..runfolder import ATTRIBUTES_FILE, DECODER_FILE, LATENTS_FILE, TIMELINE_FILE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help=DEVICE_HELP)
     parser.add_argument("--decoder-only", action="store_true",
                         help=f"write only {DECODER_FILE} (no encoding, no map): for runs whose latents are exported")
+    parser.add_argument("--timeline-only", action="store_true",
+                        help=f"write only {TIMELINE_FILE} from the run's weight snapshots (no map): over the points "
+                             f"of {LATENTS_FILE} when the run has one")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,11 +37,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"exported the decoder ({summary['decoder_bytes'] / 1e6:.2f} MB, latent size {summary['latent_size']}) "
               f"in {summary['seconds']['total']:.1f} s -> {os.path.join(args.run, DECODER_FILE)}")
         return 0
+    if args.timeline_only:
+        summary = export_run(args.run, n=args.n, split=args.split, seed=args.seed, thumb_size=args.thumb_size,
+                             device=str(resolve_device(args.device)), batch_size=args.batch_size, timeline_only=True)
+        print(f"exported the timeline of {summary['snapshots']} snapshots (KL over {summary['kl_points']} test points) "
+              f"in {summary['seconds']['total']:.1f} s -> {os.path.join(args.run, TIMELINE_FILE)}")
+        return 0
     summary = export_run(args.run, n=args.n, split=args.split, umap_neighbors=args.umap_neighbors,
                          umap_min_dist=args.umap_min_dist, seed=args.seed, thumb_size=args.thumb_size,
                          device=str(resolve_device(args.device)), batch_size=args.batch_size, progress=True)
     seconds = summary["seconds"]
     print(f"exported {summary['n']} points ({summary['n_test']} test, {summary['n_train']} train; latent size "
           f"{summary['latent_size']}) and {len(summary['attributes'])} attribute vectors in {seconds['total']:.1f} s "
-          f"-> {os.path.join(args.run, LATENTS_FILE)}, {ATTRIBUTES_FILE}, {DECODER_FILE}")
+          f"-> {os.path.join(args.run, LATENTS_FILE)}, {ATTRIBUTES_FILE}, {DECODER_FILE}"
+          + (f", {TIMELINE_FILE} ({summary['snapshots']} snapshots)" if summary["snapshots"] else ""))
     return 0

@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--log-every", type=int)
     g.add_argument("--sample-every", type=int)
     g.add_argument("--checkpoint-every", type=int)
+    g.add_argument("--snapshots", type=int, metavar="N",
+                   help="save float16 weight snapshots at about N log-spaced steps (snapshots/), for the "
+                        "explorer's Training tab after export (default 0: none)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="set any config field, e.g. --set model.fc_dim=128 --set train.betas=[0.5,0.999] "
                              "(VALUE is JSON; plain words are strings)")
