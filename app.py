@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 
@@ -42,6 +43,10 @@ def _torch_threads() -> int:
     return threads
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Explore the latent spaces of trained VAE runs in the browser.")
     p.add_argument("--runs", nargs="+", metavar="DIR", default=None,
@@ -58,6 +63,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     _writable_caches()
     _torch_threads()
+    from explorer.limits import quiet_refusals
     from explorer.ui import build_app, launch_options
 
     for folder in args.runs or []:
@@ -65,6 +71,10 @@ def main(argv=None) -> int:
             print(f"error: --runs {folder}: no such folder", file=sys.stderr)
             return 2
     demo = build_app(args.runs)
+    quiet_refusals()
+    # SIGTERM (a Space restarting, a supervisor stopping the app) closes the server the way Ctrl-C does, so
+    # the app's temp folders are removed at exit.
+    signal.signal(signal.SIGTERM, _interrupt)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share == "yes", **launch_options())
     return 0
 

@@ -3,6 +3,7 @@
     python benchmarks/app_load.py                    # builds two tiny runs, 30 users, 60 s
     python benchmarks/app_load.py --users 10 --seconds 20
     python benchmarks/app_load.py --runs assets      # existing runs instead
+    python benchmarks/app_load.py --soak             # users + fresh sessions + attacks, memory and disk
 
 Starts `python app.py --runs DIR` as a subprocess (as users start it; torch threads as app.py sets them,
 VAE_EXPLORER_THREADS to override) and runs N users, each a gradio_client Client with its own browser
@@ -195,6 +196,149 @@ def light_user_loop(user: int, url: str, facts: dict, deadline: dict, stats: "St
                     post("/live_traversal", [run, a, v, 0, 0, 0, 0, 0, None])
 
 
+# ---- soak: users, fresh sessions and attacks at once ----------------------------------------------------------------
+def memory_mb(pid: int, field: str = "VmRSS") -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(f.read().split(field + ":")[1].split()[0]) // 1024
+
+
+def disk_mb(folder: str) -> float:
+    total = 0
+    for path, _, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(path, name)).st_size
+    return total / 2**20
+
+
+def attacker_loop(url: str, deadline: dict, stats: Stats, files: dict, sessions_left: list) -> None:
+    """Fresh sessions (a select_run each), drawing blobs with a huge layer index and 9 MB blobs, oversized
+    drawings, and 10 MB uploads from many addresses, in turn until the time is up. A refusal is the
+    expected answer; only an HTTP 500 or a dropped connection counts as a server error."""
+    import uuid
+
+    import httpx
+
+    def attempt(kind: str, request) -> None:
+        try:
+            r = request()
+        except Exception as e:
+            with stats.lock:
+                stats.errors.append(f"attack {kind}: {' '.join(str(e).split())[:200]}")
+            return
+        # Gradio's /run route answers a handler's refusal (gr.Error) with HTTP 500 and its message under
+        # "error"; a server error is any other 5xx, or an internal error.
+        refusal = r.headers.get("content-type", "").startswith("application/json") and "error" in r.text \
+            and "internal error" not in r.text.lower()
+        if r.status_code >= 500 and not refusal:
+            with stats.lock:
+                stats.errors.append(f"attack {kind}: HTTP {r.status_code} {r.text[:150]}")
+        with stats.lock:
+            stats.attacks[kind] = stats.attacks.get(kind, 0) + 1
+
+    def blob(http, index, data):
+        return http.post(f"{url}gradio_api/component_server/", files={"file": ("blob", data)}, data={
+            "id": uuid.uuid4().hex, "type": "layer", "index": str(index), "session_hash": uuid.uuid4().hex,
+            "component_id": str(files["sketch_id"]), "fn_name": "accept_blobs"})
+
+    def drawing(http, sketch):
+        return http.post(f"{url}gradio_api/run/reconstruct", json={"data": [
+            files["run"], "drawing", 0, None, sketch, 0.0, "none", None]})
+
+    big_blob = os.urandom(9 * 2**20)
+    upload = os.urandom(10 * 2**20 - 4096)
+    with httpx.Client(timeout=120) as http:
+        huge = http.post(f"{url}gradio_api/upload", files={"files": ("huge.png", open(files["huge"], "rb"))}).json()[0]
+        mid = http.post(f"{url}gradio_api/upload", files={"files": ("mid.png", open(files["mid"], "rb"))}).json()[0]
+        i = 0
+        while time.perf_counter() < deadline["t"]:
+            i += 1
+            for _ in range(10):
+                if sessions_left[0] > 0:
+                    sessions_left[0] -= 1
+                    attempt("fresh session", lambda: http.post(f"{url}gradio_api/run/select_run", json={
+                        "data": [files["run"], None], "session_hash": uuid.uuid4().hex}))
+            attempt("blob index 1e8", lambda: blob(http, 100_000_000, b"\x89PNG"))
+            attempt("blob 9 MB", lambda: blob(http, 0, big_blob))
+            if i % 3 == 0:
+                attempt("drawing 13000x13000", lambda: drawing(http, {
+                    "background": None, "layers": [], "composite": {"path": huge, "meta": {"_type": "gradio.FileData"}}}))
+                attempt("drawing 20 layers", lambda: drawing(http, {
+                    "background": None, "layers": [{"path": mid, "meta": {"_type": "gradio.FileData"}}] * 20,
+                    "composite": None}))
+            attempt("upload 10 MB", lambda: http.post(f"{url}gradio_api/upload", files={"files": ("u.png", upload)},
+                                                      headers={"X-Forwarded-For": f"198.51.100.{i % 250}"}))
+            time.sleep(0.05)
+
+
+def soak(args, app, url: str, runs: list, work: str, sandbox_tmp: str) -> dict:
+    """N users for a duration with fresh sessions and the attacks at once; memory and temp disk sampled."""
+    import httpx
+
+    import helpers_hostile as hh
+
+    stats = Stats()
+    stats.attacks = {}
+    images = os.path.join(work, "images")
+    os.makedirs(images, exist_ok=True)
+    config = httpx.get(url + "config").json()
+    files = {"run": runs[0], "huge": hh.png_zeros(os.path.join(work, "huge.png"), 13000, 13000),
+             "mid": hh.png_zeros(os.path.join(work, "mid.png"), 6000, 6000),
+             "sketch_id": next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "sketch")}
+    # Warm-up: every run opened once, one user loop's worth of work, before memory is measured.
+    warm = {"t": time.perf_counter() + min(30.0, args.seconds / 4)}
+    barrier = threading.Barrier(2)
+    th = threading.Thread(target=user_loop, args=(0, url, runs, user_image(0, images), warm, stats, barrier))
+    th.start()
+    barrier.wait()
+    th.join()
+    time.sleep(2)
+    rss_warm = memory_mb(app.pid)
+    deadline = {"t": float("inf")}
+    barrier = threading.Barrier(args.users + 1)
+    threads = [threading.Thread(target=user_loop, args=(u, url, runs, user_image(u, images), deadline, stats, barrier),
+                                daemon=True) for u in range(args.users)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    began = time.perf_counter()
+    deadline["t"] = began + args.seconds
+    sessions_left = [args.sessions]
+    attacker = threading.Thread(target=attacker_loop, args=(url, deadline, stats, files, sessions_left), daemon=True)
+    attacker.start()
+    rss_peak, disk_peak = rss_warm, 0.0
+    while time.perf_counter() < deadline["t"] or any(t.is_alive() for t in threads + [attacker]):
+        rss_peak = max(rss_peak, memory_mb(app.pid))
+        disk_peak = max(disk_peak, disk_mb(sandbox_tmp))
+        time.sleep(1.0)
+        if time.perf_counter() > deadline["t"] + 180:
+            break
+    wall = time.perf_counter() - began
+    time.sleep(5)  # requests in flight finish
+    alive = app.poll() is None
+    try:
+        answers = httpx.get(url, timeout=30).status_code == 200
+    except Exception:
+        answers = False
+    server_errors = [e for e in stats.errors if e.startswith("attack") or "500" in e or "Internal" in e]
+    rss_end = memory_mb(app.pid) if alive else None
+    return {
+        "mode": "soak", "users": args.users, "seconds": round(wall, 1),
+        "fresh_sessions": args.sessions - sessions_left[0], "attacks_sent": stats.attacks,
+        "user_requests_served": sum(len(s) for s in stats.latency.values()),
+        "user_errors": len(stats.errors) - len(server_errors), "first_user_errors":
+            [e for e in stats.errors if e not in server_errors][:3],
+        "server_errors": len(server_errors), "first_server_errors": server_errors[:5],
+        "state_violations": len(stats.violations),
+        "rss_mb": {"after_warm_up": rss_warm, "peak": rss_peak, "end": rss_end,
+                   "end_vs_warm_up_pct": round(100.0 * (rss_end - rss_warm) / rss_warm, 1) if rss_end else None},
+        "temp_disk_mb_peak": round(disk_peak, 1),
+        "server_answers_after": alive and answers,
+        "targets": {"rss_mb": "< 2048, end within 10% of after_warm_up", "temp_disk_mb_peak": "< 500",
+                    "server_errors": 0},
+    }
+
+
 # ---- the whole load -----------------------------------------------------------------------------------------------
 def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process so far (Linux /proc; 0 elsewhere)."""
@@ -221,7 +365,13 @@ def main(argv=None) -> int:
                         "gradio_client; no session state, so no isolation check")
     p.add_argument("--clients-nice", type=int, default=10,
                    help="niceness of the simulated users after the app has started (0: same priority as the app)")
+    p.add_argument("--soak", action="store_true",
+                   help="users plus fresh sessions plus the blob, drawing and upload attacks at once; reports memory "
+                        "(after warm-up, peak, end), the temp folders' disk use, server errors (defaults: 600 s)")
+    p.add_argument("--sessions", type=int, default=2000, help="fresh sessions opened during --soak")
     args = p.parse_args(argv)
+    if args.soak and "--seconds" not in (argv if argv is not None else sys.argv[1:]):
+        args.seconds = 600.0
 
     import helpers_hostile as hh
     from helpers_app import free_port, stop_app, wait_for_http
@@ -247,6 +397,12 @@ def main(argv=None) -> int:
         try:
             url = f"http://127.0.0.1:{port}/"
             cold_start = wait_for_http(url, timeout=180)
+            if args.soak:
+                report = soak(args, app, url, runs, work, os.path.join(work, "sandbox", "tmp"))
+                report["cold_start_s"] = round(cold_start, 1)
+                print(json.dumps(report, indent=2))
+                ok = report["server_errors"] == 0 and report["server_answers_after"]
+                return 0 if ok else 1
             stats = Stats()
             barrier = threading.Barrier(args.users + 1)
             deadline_box = {}

@@ -2,9 +2,11 @@
 temporary folder whose old files are pruned, so nothing accumulates on a long-running server."""
 from __future__ import annotations
 
+import atexit
 import io
 import itertools
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -13,7 +15,7 @@ import uuid
 from PIL import Image
 
 IMAGE_MAX_AGE_S = 600.0
-DOWNLOAD_MAX_AGE_S = 3600.0
+DOWNLOAD_MAX_AGE_S = 600.0  # Gradio serves its own copy, pruned after 10 min too (limits.CACHE_PRUNE)
 
 
 class TempFolder:
@@ -22,6 +24,8 @@ class TempFolder:
     def __init__(self, prefix: str, max_age_s: float):
         self.path = tempfile.mkdtemp(prefix=prefix)
         self.max_age_s = max_age_s
+        # The folder goes with the process: nothing in it is needed by the next one.
+        atexit.register(shutil.rmtree, self.path, True)
 
     def prune(self) -> None:
         now = time.time()

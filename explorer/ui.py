@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 import gradio as gr
 
-from . import ui_map
+from . import limits, ui_map
 from .points import Points
 from .runs import RunRegistry
 from .tabs.attributes import AttributesTab
@@ -64,6 +64,7 @@ def launch_options() -> dict:
         max_file_size=MAX_UPLOAD,
         show_error=True,          # API clients get the one-line reason of a refused request
         footer_links=["api", "gradio"],
+        **limits.launch_options(),  # sessions, request bodies and uploads a visitor may hold
     )
 
 
@@ -83,7 +84,7 @@ def build_app(roots: Optional[Sequence[str]] = None, registry: Optional[RunRegis
     gr.set_static_paths(ui_map.static_paths())
     names = points.run_choices()
 
-    with gr.Blocks(title=TITLE, delete_cache=(1800, 3600), fill_width=True) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=limits.CACHE_PRUNE, fill_width=True) as demo:
         if not names:
             _no_runs_page(roots, points)
         else:

@@ -3,6 +3,8 @@ model card. Switching runs refreshes every tab (`explorer.ui` chains their steps
 from __future__ import annotations
 
 import html
+import threading
+import time
 
 import gradio as gr
 
@@ -18,9 +20,15 @@ from .interpolate import METHODS
 from .samples import sample_note
 
 
+RESCAN_EVERY_S = 5.0  # a visitor opening the run list looks for new runs at most this often
+
+
 class MapPanel:
     def __init__(self, page: Page):
         self.points = page.points
+        self.page = page
+        self._rescanned = 0.0
+        self._rescan_lock = threading.Lock()
 
     def layout(self, page: Page) -> None:
         names = page.names
@@ -55,6 +63,10 @@ class MapPanel:
 
     def wire(self, page: Page) -> None:
         self.rescan.click(self.look_for_new_runs, None, [page.run_dd, page.compare_dd], api_name="rescan", **DECODE)
+        # Runs found by anyone reach every visitor: on page load and whenever the run list is opened.
+        for triggers in (None, [page.run_dd.focus]):
+            gr.on(triggers, self.current_runs, None, [page.run_dd, page.compare_dd], **LIVE, **private(),
+                  show_progress="hidden")
         self.color_dd.input(self.map_view, [page.run_dd, self.color_dd], [page.map_html], api_name="map", **DECODE)
         # Clicks and selections arrive as custom events from static/map.js.
         clicked = page.map_html.point_click(self.map_clicked, None, [page.point], **LIVE, **private())
@@ -92,8 +104,28 @@ class MapPanel:
         return 0, 0, min(1, max(n - 1, 0)), 0, 0, 0, ""
 
     def look_for_new_runs(self):
-        self.points.registry.rescan()
+        with self._rescan_lock:
+            self.points.registry.rescan()
+            self._rescanned = time.monotonic()
+        return self._run_lists(self.points.run_choices())
+
+    def current_runs(self):
+        """The run lists as they are now (a rescan at most every RESCAN_EVERY_S); gr.skip() while they are
+        still the ones the page was built with."""
+        with self._rescan_lock:
+            if time.monotonic() - self._rescanned > RESCAN_EVERY_S:
+                self.points.registry.rescan()
+                self._rescanned = time.monotonic()
         choices = self.points.run_choices()
+        if choices == self.page.names:
+            return gr.skip(), gr.skip()
+        return self._run_lists(choices)
+
+    def _run_lists(self, choices: list[str]):
+        # The shared components learn the new list too: a session that never received an update checks
+        # the run it sends against them.
+        self.page.run_dd.choices = [(c, c) for c in choices]
+        self.page.compare_dd.choices = [(c, c) for c in ["none"] + choices]
         return gr.Dropdown(choices=choices), gr.Dropdown(choices=["none"] + choices)
 
     @user_errors

@@ -12,6 +12,7 @@ from training.errors import UserError
 
 from .. import figures
 from .. import latent_ops as ops
+from .. import limits
 from .. import pictures
 from ..checks import choice, number, user_errors
 from ..runs import LoadedRun
@@ -46,12 +47,13 @@ class ReconstructTab:
             # from the header before decoding, and handles alpha, 16-bit and animations itself).
             self.upload = gr.Image(label="Upload an image", type="filepath", image_mode=None,
                                    sources=["upload", "clipboard"], height=220, elem_id="upload")
-            self.sketch = gr.Sketchpad(
+            # guard_sketchpad: Gradio's drawing keeps and decodes whatever a request sends (see limits.py).
+            self.sketch = limits.guard_sketchpad(gr.Sketchpad(
                 value={"background": np.zeros((256, 256, 3), dtype=np.uint8), "layers": [], "composite": None},
                 label="…or draw", type="numpy", image_mode="RGB",
                 canvas_size=(256, 256), fixed_canvas=True, layers=False, transforms=(),
                 brush=gr.Brush(colors=["#ffffff", "#9a9a9a"], default_size=14, color_mode="fixed"),
-                height=300, elem_id="sketch")
+                height=300, elem_id="sketch"))
         with gr.Row():
             self.noise = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Add noise (std)", elem_id="noise")
             self.mask = gr.Dropdown(list(MASKS), value="none", label="Hide part of the image", elem_id="mask")
