@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 import gradio as gr
 
-from . import ui_map
+from . import ui_decode, ui_map
 from .points import Points
 from .runs import RunRegistry
 from .tabs.attributes import AttributesTab
@@ -77,9 +77,9 @@ def build_app(roots: Optional[Sequence[str]] = None, registry: Optional[RunRegis
     """The explorer over the runs found under `roots` (default: assets/ and ./runs)."""
     roots = list(roots) if roots else default_roots()
     points = Points(registry or RunRegistry(roots))
-    # Serve exactly plotly.min.js and our static folder; run folders are never served (images are
-    # sent as decoded pictures).
-    gr.set_static_paths(ui_map.static_paths())
+    # Serve exactly plotly.min.js, our static folder and each run's decoder.onnx (the live sliders decode
+    # in the browser); the rest of a run folder is never served (images are sent as decoded pictures).
+    gr.set_static_paths(ui_map.static_paths() + ui_decode.decoder_paths(points.registry))
     names = points.run_choices()
 
     with gr.Blocks(title=TITLE, delete_cache=(1800, 3600), fill_width=True) as demo:
@@ -137,7 +137,7 @@ def _wire_run_switch(demo: gr.Blocks, page: Page) -> None:
     opens."""
     io = page.io
     views = (io.point, io.overlay, io.strip, io.frame, io.attribute, io.reconstruct, io.disentangle, io.live,
-             io.sample, io.compare)
+             io.sample, io.compare, *io.recipes)
     for listener, public in ((page.run_dd.change, True), (demo.load, False)):
         naming = dict(api_name="select_run") if public else private()
         dep = listener(**io.select_run.io(), **naming, **DECODE)
