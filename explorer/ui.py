@@ -136,10 +136,15 @@ def _wire_run_switch(demo: gr.Blocks, page: Page) -> None:
     (quietly: the card says what is missing). The default run's first view is computed when a page
     opens."""
     io = page.io
-    views = (io.point, io.overlay, io.strip, io.frame, io.attribute, io.reconstruct, io.disentangle, io.live,
-             io.sample, io.compare, *io.recipes)
+    # The live views' recipes come first: they are cheap and make the sliders live before the grids arrive.
+    views = (*io.recipes, io.point, io.overlay, io.strip, io.frame, io.attribute, io.reconstruct, io.disentangle,
+             io.live, io.sample, io.compare)
     for listener, public in ((page.run_dd.change, True), (demo.load, False)):
         naming = dict(api_name="select_run") if public else private()
         dep = listener(**io.select_run.io(), **naming, **DECODE)
         dep = dep.success(**io.first_points.io(), **LIVE, **private())
         then(dep, *views, quiet=True)
+    # A page's first values are the default run's first points: its live views can start decoding without
+    # waiting for the map and the card.
+    for step in io.recipes:
+        demo.load(**step.io(), **LIVE, **private(), show_progress="hidden")

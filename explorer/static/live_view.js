@@ -6,8 +6,8 @@
 //   props.image_id    elem_id of the server's picture, shown instead of the canvas in server mode
 //   props.module_url, props.runtime_url   latent_decoder.js and the vendored onnxruntime-web folder
 // Modes (element.dataset.mode): 'starting', 'browser' (canvas) or 'server' (every slider move sends
-// `trigger('server_frame')`, which runs the tab's public endpoint). element.dataset.frames counts drawn
-// frames and element.dataset.ms holds the last frame's time, for tests and the benchmark.
+// `trigger('server_frame')`, which runs the tab's public endpoint). For tests and the benchmark:
+// element.dataset.frames counts drawn frames, .ms is the last one's time, .first the first one's moment.
 const canvas = element.querySelector('.vae-live-canvas');
 const noteDiv = element.querySelector('.vae-live-note');
 const hideImage = document.createElement('style');   // hides the server's picture in browser mode
@@ -80,6 +80,7 @@ async function draw() {
       if (d !== decoder) continue;   // the recipe changed meanwhile
       lib.drawImage(canvas, image, Math.max(1, Math.floor(240 / Math.max(image.width, image.height))));
       element.dataset.ms = (performance.now() - since).toFixed(2);
+      if (!frames) element.dataset.first = performance.now().toFixed(1);   // ms since navigation
       element.dataset.frames = String(++frames);
     }
   } catch (e) {
