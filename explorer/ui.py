@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 import gradio as gr
 
-from . import limits, ui_map
+from . import limits, ui_decode, ui_map
 from .points import Points
 from .runs import RunRegistry
 from .tabs.attributes import AttributesTab
@@ -79,9 +79,9 @@ def build_app(roots: Optional[Sequence[str]] = None, registry: Optional[RunRegis
     """The explorer over the runs found under `roots` (default: assets/ and ./runs)."""
     roots = list(roots) if roots else default_roots()
     points = Points(registry or RunRegistry(roots))
-    # Serve exactly plotly.min.js and our static folder; run folders are never served (images are
-    # sent as decoded pictures).
-    gr.set_static_paths(ui_map.static_paths())
+    # Serve exactly plotly.min.js, our static folder and each run's decoder.onnx (the live sliders decode
+    # in the browser); the rest of a run folder is never served (images are sent as decoded pictures).
+    gr.set_static_paths(ui_map.static_paths() + ui_decode.decoder_paths(points.registry))
     names = points.run_choices()
 
     with gr.Blocks(title=TITLE, delete_cache=limits.CACHE_PRUNE, fill_width=True) as demo:
@@ -139,10 +139,15 @@ def _wire_run_switch(demo: gr.Blocks, page: Page) -> None:
     (quietly: the card says what is missing). The default run's first view is computed when a page
     opens."""
     io = page.io
-    views = (io.point, io.overlay, io.strip, io.frame, io.attribute, io.reconstruct, io.disentangle, io.live,
-             io.sample, io.compare)
+    # The live views' recipes come first: they are cheap and make the sliders live before the grids arrive.
+    views = (*io.recipes, io.point, io.overlay, io.strip, io.frame, io.attribute, io.reconstruct, io.disentangle,
+             io.live, io.sample, io.compare)
     for listener, public in ((page.run_dd.change, True), (demo.load, False)):
         naming = dict(api_name="select_run") if public else private()
         dep = listener(**io.select_run.io(), **naming, **DECODE)
         dep = dep.success(**io.first_points.io(), **LIVE, **private())
         then(dep, *views, quiet=True)
+    # A page's first values are the default run's first points: its live views can start decoding without
+    # waiting for the map and the card.
+    for step in io.recipes:
+        demo.load(**step.io(), **LIVE, **private(), show_progress="hidden")

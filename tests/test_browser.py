@@ -93,6 +93,22 @@ def wait_for_new_image(page, selector: str, before: bytes, what: str) -> bytes:
     return wait_for(changed, what)
 
 
+def shown_frame(page, view: str, image: str) -> bytes:
+    """What a live slider shows: its view's canvas while it decodes in the browser (explorer/ui_decode.py),
+    else the server's picture."""
+    url = page.evaluate("(sel) => { const e = document.querySelector(sel + ' [data-mode]');"
+                        " return e && e.dataset.mode === 'browser' ? e.querySelector('canvas').toDataURL() : null; }",
+                        view)
+    return url.encode() if url else image_bytes(page, image)
+
+
+def wait_for_new_frame(page, view: str, image: str, before: bytes, what: str) -> bytes:
+    def changed():
+        data = shown_frame(page, view, image) if image_src(page, image) else None
+        return data if data and digest(data) != digest(before) else None
+    return wait_for(changed, what)
+
+
 def shot(page, name: str) -> None:
     page.screenshot(path=os.path.join(SCREENSHOTS, f"{name}.png"), full_page=True)
 
@@ -188,12 +204,13 @@ def test_dragging_the_interpolation_slider_decodes_live(page):
     wait_for_new_image(page, "#strip", before_strip, "the new interpolation strip")
     wait_for(lambda: page.evaluate(
         "document.querySelector('#latent-map .vae-map-plot').data.some(t => t.name === 'path')"), "the path on the map")
-    before = image_bytes(page, "#frame")
+    wait_for(lambda: image_src(page, "#frame"), "the frame")
+    before = shown_frame(page, "#frame-live", "#frame")
     drag_slider(page, "#t", 0.5, 0.95)
-    after = wait_for_new_image(page, "#frame", before, "a new frame while dragging t")
+    after = wait_for_new_frame(page, "#frame-live", "#frame", before, "a new frame while dragging t")
     assert float(page.locator("#t input[type=number]").input_value()) > 0.8
     drag_slider(page, "#t", 0.95, 0.05)
-    wait_for_new_image(page, "#frame", after, "another frame after dragging back")
+    wait_for_new_frame(page, "#frame-live", "#frame", after, "another frame after dragging back")
     shot(page, "04-interpolation")
 
 
@@ -202,11 +219,13 @@ def test_applying_an_attribute_vector_changes_the_image(page):
     open_tab(page, "Attributes")
     wait_for(lambda: image_src(page, "#attr-out"), "the edited image")
     before = image_bytes(page, "#attr-out")
+    before_live = shown_frame(page, "#attr-live", "#attr-out")
     drag_slider(page, "#strength", 0.7, 0.05)  # strength from +1.5 down to about −3.6
-    after = wait_for_new_image(page, "#attr-out", before, "the image with the vector subtracted")
+    after_live = wait_for_new_frame(page, "#attr-live", "#attr-out", before_live, "the image with the vector subtracted")
     assert float(page.locator("#strength input[type=number]").input_value()) < 0
     page.locator("#corrected input").check()
-    wait_for_new_image(page, "#attr-out", after, "the bias-corrected edit")
+    wait_for_new_image(page, "#attr-out", before, "the bias-corrected edit from the server")
+    wait_for_new_frame(page, "#attr-live", "#attr-out", after_live, "the bias-corrected edit")
     assert "ROC-AUC" in page.locator("#attr-info").inner_text()
     shot(page, "05-attributes")
 

@@ -141,6 +141,18 @@ export class LatentDecoder {
   }
 }
 
+const decoders = new Map();   // model URL -> Promise<LatentDecoder>, shared by every caller on the page
+
+/** LatentDecoder.load(modelUrl), once per URL; a failed load is forgotten so that it can be retried. */
+export function cachedDecoder(modelUrl) {
+  if (!decoders.has(modelUrl)) {
+    const promise = LatentDecoder.load(modelUrl);
+    decoders.set(modelUrl, promise);
+    promise.catch(() => { if (decoders.get(modelUrl) === promise) decoders.delete(modelUrl); });
+  }
+  return decoders.get(modelUrl);
+}
+
 let scratch = null;   // the native-size canvas drawImage scales from, reused across frames
 
 /** Draw a decoded image on `canvas`, scaled up `scale` times by nearest neighbour (crisp pixels). */

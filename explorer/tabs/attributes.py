@@ -10,7 +10,7 @@ import numpy as np
 
 from training.errors import UserError
 
-from .. import figures
+from .. import figures, ui_decode
 from .. import latent_ops as ops
 from ..checks import number, user_errors
 from ..runs import LoadedRun
@@ -60,7 +60,10 @@ class AttributesTab:
                                   elem_id="strength")
         with gr.Row():
             self.input_image = pixel_image(label="Input", elem_id="attr-in", height=220)
-            self.output_image = pixel_image(label="Input + strength · vector", elem_id="attr-out", height=220)
+            with gr.Column():
+                self.output_image = pixel_image(label="Input + strength · vector", elem_id="attr-out", height=220)
+                self.view = ui_decode.live_view("Input + strength · vector (in your browser)", "attr-out",
+                                                ["strength"], elem_id="attr-live")
         self.info = gr.Markdown(elem_id="attr-info")
         self.button = gr.Button("Apply", elem_id="attr-btn")
         gr.Markdown("Strength −3 … +3:")
@@ -75,15 +78,20 @@ class AttributesTab:
         inputs = [page.run_dd, page.attr_dd, self.corrected, page.attr_point, self.strength, page.session]
         page.io.attribute = Step(self.attribute, inputs, [self.input_image, self.output_image, self.strip, self.info])
         page.io.attribute_edit = Step(self.attribute_edit, inputs, [self.output_image], live=True)
+        page.io.attribute_recipe = Step(self.attribute_recipe, [page.run_dd, page.attr_dd, self.corrected,
+                                                                page.attr_point, page.session],
+                                        [self.view], live=True, hidden=True)
+        page.io.recipes.append(page.io.attribute_recipe)
 
     def wire(self, page: Page) -> None:
-        step, overlay = page.io.attribute, page.io.overlay
-        then(page.set_input.click(None, [page.point], [page.attr_point], js="(p) => p"), step, overlay)
-        then(self.button.click(**step.io(), api_name="attribute", **HEAVY), overlay)
+        step, overlay, recipe = page.io.attribute, page.io.overlay, page.io.attribute_recipe
+        then(page.set_input.click(None, [page.point], [page.attr_point], js="(p) => p"), step, recipe, overlay)
+        then(self.button.click(**step.io(), api_name="attribute", **HEAVY), recipe, overlay)
         for listener in (page.attr_dd.input, self.corrected.input, page.attr_point.submit):
-            then(listener(**step.io(), **HEAVY, **private()), overlay)
-        self.strength.input(**page.io.attribute_edit.io(), api_name="attribute_edit", trigger_mode="always_last",
-                            show_progress="hidden", **LIVE)
+            then(listener(**step.io(), **HEAVY, **private()), recipe, overlay)
+        # The slider decodes in the browser; the view sends `server_frame` per move only where it cannot.
+        self.view.server_frame(**page.io.attribute_edit.io(), api_name="attribute_edit", trigger_mode="always_last",
+                               show_progress="hidden", **LIVE)
         self.analogy_button.click(self.analogy, [page.run_dd, page.a, page.b, page.attr_point, page.session],
                                   [self.analogy_image], api_name="analogy", **HEAVY)
 
@@ -102,6 +110,16 @@ class AttributesTab:
         strip = ops.decode(run, np.stack([ops.apply_attribute(z, v, s) for s in STRIP_STRENGTHS]))
         return (figures.show(self.points.image_of(run, point, session)), figures.show(edited),
                 figures.grid(strip, nrow=len(STRIP_STRENGTHS)), attribute_markdown(run, attribute, bool(corrected), auc))
+
+    def attribute_recipe(self, name: str, attribute, corrected, point, session) -> dict:
+        """What the browser needs to decode any strength: the input's latent and the vector."""
+        try:
+            run = self.points.run(name)
+            v, _ = checked_attribute(run, attribute, corrected)
+            z = self.points.latent_of(run, point, session, "attribute input")
+        except UserError:
+            return ui_decode.no_recipe()   # the server path says what is wrong
+        return ui_decode.recipe(run, "attribute", z=ui_decode.floats(z), v=ui_decode.floats(v))
 
     @user_errors
     def attribute_edit(self, name: str, attribute, corrected, point, strength, session):

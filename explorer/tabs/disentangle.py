@@ -11,7 +11,7 @@ from PIL import Image
 
 from training.errors import UserError
 
-from .. import figures
+from .. import figures, ui_decode
 from .. import latent_ops as ops
 from .. import pictures
 from ..checks import number, user_errors
@@ -110,7 +110,10 @@ class DisentangleTab:
             with gr.Column(scale=2):
                 page.live = [gr.Slider(-4.0, 4.0, value=0.0, step=0.05, label=f"dim {i}", elem_id=f"live-{i}")
                              for i in range(LIVE_DIMS)]
-            self.live_image = pixel_image(label="Decoded", elem_id="live-image", scale=1, height=256)
+            with gr.Column(scale=1):
+                self.live_image = pixel_image(label="Decoded", elem_id="live-image", height=256)
+                self.view = ui_decode.live_view("Decoded (in your browser)", "live-image",
+                                                [f"live-{i}" for i in range(LIVE_DIMS)], elem_id="live-view")
 
     def define_steps(self, page: Page) -> None:
         here = [page.run_dd, page.trav_point, page.span, page.session]
@@ -119,16 +122,19 @@ class DisentangleTab:
                                                                         self.cmp_scores])
         page.io.live = Step(self.live_traversal, [page.run_dd, page.trav_point, *page.live, page.session],
                             [self.live_image], live=True)
+        page.io.live_recipe = Step(self.live_recipe, [page.run_dd, page.trav_point, page.session], [self.view],
+                                   live=True, hidden=True)
+        page.io.recipes.append(page.io.live_recipe)
 
     def wire(self, page: Page) -> None:
-        dis, cmp, live = page.io.disentangle, page.io.compare, page.io.live
-        then(self.from_click.click(None, [page.point], [page.trav_point], js="(p) => p"), dis, live, cmp)
-        then(page.trav_point.submit(**dis.io(), api_name="disentanglement", **HEAVY), live, cmp)
+        dis, cmp, live, recipe = page.io.disentangle, page.io.compare, page.io.live, page.io.live_recipe
+        then(self.from_click.click(None, [page.point], [page.trav_point], js="(p) => p"), dis, recipe, live, cmp)
+        then(page.trav_point.submit(**dis.io(), api_name="disentanglement", **HEAVY), recipe, live, cmp)
         then(page.span.release(**dis.io(), **HEAVY, **private()), cmp)
         page.compare_dd.input(**cmp.io(), api_name="compare", **HEAVY)
-        for i, slider in enumerate(page.live):
-            slider.input(**live.io(), trigger_mode="always_last", show_progress="hidden", **LIVE,
-                         **(dict(api_name="live_traversal") if i == 0 else private()))
+        # The sliders decode in the browser; the view sends `server_frame` per move only where it cannot.
+        self.view.server_frame(**live.io(), api_name="live_traversal", trigger_mode="always_last",
+                               show_progress="hidden", **LIVE)
 
     # ---- handlers ---------------------------------------------------------------------------------------
     def _start(self, run: LoadedRun, base_run: LoadedRun, point, session) -> np.ndarray:
@@ -166,6 +172,18 @@ class DisentangleTab:
         for d, v in zip(ops.dims_by_kl(run)[:LIVE_DIMS], values):
             z[int(d)] = number(v, f"value of z{int(d)}", -10.0, 10.0)
         return figures.show(ops.decode(run, z)[0], 256)
+
+    def live_recipe(self, name: str, point, session) -> dict:
+        """What the browser needs to decode any slider values: the point's latent and the dims the sliders set."""
+        try:
+            run = self.points.run(name)
+            if run.is_vq:
+                return ui_decode.no_recipe()   # no live sliders for a grid of discrete codes
+            z = self.points.latent_of(run, point, session, "traversal point")
+        except UserError:
+            return ui_decode.no_recipe()   # the server path says what is wrong
+        dims = [int(d) for d in ops.dims_by_kl(run)[:LIVE_DIMS]]
+        return ui_decode.recipe(run, "dims", z=ui_decode.floats(z), dims=dims)
 
     @user_errors
     def compare(self, other: str, name: str, point, span, session):

@@ -58,7 +58,8 @@ class Page:
     def __init__(self, points: Points, names: list[str]):
         self.points = points
         self.names = names
-        self.io = SimpleNamespace()
+        # recipes: the steps that send the live views what they decode in the browser (explorer/ui_decode.py)
+        self.io = SimpleNamespace(recipes=[])
 
 
 def then(dep, *steps: Step, group: dict = HEAVY, quiet: bool = False):

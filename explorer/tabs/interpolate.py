@@ -5,7 +5,9 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 
-from .. import figures
+from training.errors import UserError
+
+from .. import figures, ui_decode
 from .. import latent_ops as ops
 from ..checks import choice, number, user_errors, whole_number
 from ..points import Points
@@ -47,23 +49,29 @@ class InterpolateTab:
                 self.gif_button = gr.Button("Save as GIF", size="sm", elem_id="gif-btn")
                 self.gif_file = gr.File(label="Interpolation GIF", interactive=False, elem_id="gif-file",
                                         visible=False)
-            self.frame = pixel_image(label="Decoded at t", elem_id="frame", height=240, scale=2, min_width=200)
+            with gr.Column(scale=2, min_width=200):
+                self.frame = pixel_image(label="Decoded at t", elem_id="frame", height=240)
+                self.view = ui_decode.live_view("Decoded at t (in your browser)", "frame", ["t"], elem_id="frame-live")
 
     def define_steps(self, page: Page) -> None:
         ends = [page.run_dd, page.a, page.b, page.method]
         page.io.strip = Step(self.interpolate, [*ends, page.n_frames, page.session], [self.strip])
         page.io.frame = Step(self.interpolate_frame, [*ends, page.t, page.session], [self.frame], live=True)
+        page.io.frame_recipe = Step(self.frame_recipe, [*ends, page.session], [self.view], live=True, hidden=True)
+        page.io.recipes.append(page.io.frame_recipe)
         page.io.gif_inputs = [*ends, page.n_frames, page.session]
 
     def wire(self, page: Page) -> None:
         strip, frame, overlay = page.io.strip, page.io.frame, page.io.overlay
-        then(page.set_a.click(None, [page.point], [page.a], js="(p) => p"), strip, frame, overlay)
-        then(page.set_b.click(None, [page.point], [page.b], js="(p) => p"), strip, frame, overlay)
-        then(self.button.click(**strip.io(), api_name="interpolate", **HEAVY), frame, overlay)
+        recipe = page.io.frame_recipe
+        then(page.set_a.click(None, [page.point], [page.a], js="(p) => p"), strip, recipe, frame, overlay)
+        then(page.set_b.click(None, [page.point], [page.b], js="(p) => p"), strip, recipe, frame, overlay)
+        then(self.button.click(**strip.io(), api_name="interpolate", **HEAVY), recipe, frame, overlay)
         for listener in (page.a.submit, page.b.submit, page.method.input, page.n_frames.release):
-            then(listener(**strip.io(), **HEAVY, **private()), frame, overlay)
-        page.t.input(**frame.io(), api_name="interpolate_frame", trigger_mode="always_last", show_progress="hidden",
-                     **LIVE)
+            then(listener(**strip.io(), **HEAVY, **private()), recipe, frame, overlay)
+        # The slider decodes in the browser; the view sends `server_frame` per move only where it cannot.
+        self.view.server_frame(**frame.io(), api_name="interpolate_frame", trigger_mode="always_last",
+                               show_progress="hidden", **LIVE)
         page.t.release(**overlay.io(), **LIVE, **private(), show_progress="hidden")
         self.gif_button.click(lambda *args: gr.File(value=self.download_gif(*args), visible=True),
                               page.io.gif_inputs, [self.gif_file], **HEAVY, **private())
@@ -84,6 +92,17 @@ class InterpolateTab:
         za = self.points.latent_of(run, a, session, "point A")
         zb = self.points.latent_of(run, b, session, "point B")
         return figures.show(ops.decode(run, ops.interpolate_at(za, zb, t, method))[0])
+
+    def frame_recipe(self, name: str, a, b, method, session) -> dict:
+        """What the browser needs to decode any t: both end latents and the method."""
+        try:
+            run = self.points.run(name)
+            method = choice(method, "method", METHODS)
+            za = self.points.latent_of(run, a, session, "point A")
+            zb = self.points.latent_of(run, b, session, "point B")
+        except UserError:
+            return ui_decode.no_recipe()   # the server path says what is wrong
+        return ui_decode.recipe(run, "interpolate", za=ui_decode.floats(za), zb=ui_decode.floats(zb), method=method)
 
     @user_errors
     def download_gif(self, name: str, a, b, method: str, steps, session):

@@ -72,9 +72,10 @@ class ReconstructTab:
 
     def wire(self, page: Page) -> None:
         step = page.io.reconstruct
-        then(self.button.click(**step.io(), api_name="reconstruct", **HEAVY), page.io.overlay)
+        # Your image may be an end of a live slider's path (point -1): its views get the new latent.
+        then(self.button.click(**step.io(), api_name="reconstruct", **HEAVY), page.io.overlay, *page.io.recipes)
         for listener in (self.noise.release, self.mask.input, self.source.input, page.recon_point.submit):
-            then(listener(**step.io(), **HEAVY, **private()), page.io.overlay)
+            then(listener(**step.io(), **HEAVY, **private()), page.io.overlay, *page.io.recipes)
 
     # ---- handlers ---------------------------------------------------------------------------------------
     def _input_image(self, run: LoadedRun, source: str, point, upload, sketch):

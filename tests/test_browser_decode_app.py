@@ -1,0 +1,161 @@
+"""The app's live sliders decode in the browser (explorer/ui_decode.py, static/live_view.js), in headless
+Chromium with every request to another host blocked: dragging the interpolation slider sends nothing to the
+server and draws what the torch decoder gives for that latent; without WebAssembly the same drag goes
+through the server and the page says why once.
+
+Needs Debian's chromium (/usr/bin/chromium) and the playwright Python package; skipped without them.
+"""
+from __future__ import annotations
+
+import time
+import urllib.parse
+
+import numpy as np
+import pytest
+
+from helpers_app import free_port, tiny_runs_root, torch_threads
+from test_browser import CHROMIUM_ARGS, CHROMIUM, image_bytes, open_tab, playwright_sync, wait_for, wait_for_new_image
+
+from explorer import latent_ops as ops  # noqa: E402
+
+POSITIONS = 50
+
+
+@pytest.fixture(scope="module")
+def app():
+    from explorer.ui import build_app, launch_options
+
+    demo = build_app([tiny_runs_root()])
+    port = free_port()
+    with torch_threads(1):  # as app.py serves
+        demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_options())
+        yield demo, f"http://127.0.0.1:{port}/"
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_sync.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def open_page(browser, url: str, init_script: str = ""):
+    """A page on the app with other hosts blocked; pg.errors collects page errors, pg.requests every URL."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    host = urllib.parse.urlsplit(url).netloc
+    context.route("**/*", lambda route: route.continue_() if urllib.parse.urlsplit(route.request.url).netloc == host
+                  else route.abort())
+    if init_script:
+        context.add_init_script(init_script)
+    pg = context.new_page()
+    pg.errors, pg.requests = [], []
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    pg.on("request", lambda r: pg.requests.append((r.url, r.post_data or "")))
+    pg.goto(url)
+    pg.wait_for_selector("#latent-map .vae-map-plot .main-svg", timeout=60_000)
+    open_tab(pg, "Interpolate")
+    return pg
+
+
+def view_state(pg, view: str) -> dict:
+    return pg.evaluate("(sel) => { const e = document.querySelector(sel + ' [data-mode]');"
+                       " return e ? {mode: e.dataset.mode, frames: Number(e.dataset.frames || 0),"
+                       " note: e.querySelector('.vae-live-note').textContent} : {}; }", view)
+
+
+def endpoint_index(demo, api_name: str) -> int:
+    return next(i for i, fn in demo.fns.items() if fn.api_name == api_name)
+
+
+def drag_positions(pg, selector: str, start: float, end: float, n: int) -> list[tuple[str, str]]:
+    """Drag a slider's thumb through n positions; returns the /gradio_api/ requests sent during the drag
+    (url, body)."""
+    box = pg.locator(f"{selector} input[type=range]").bounding_box()
+    y = box["y"] + box["height"] / 2
+    pg.mouse.move(box["x"] + start * box["width"], y)
+    pg.mouse.down()
+    first = len(pg.requests)
+    for k in range(1, n + 1):
+        pg.mouse.move(box["x"] + (start + (end - start) * k / n) * box["width"], y)
+        time.sleep(0.02)
+    sent = [(u, body) for u, body in pg.requests[first:] if "/gradio_api/" in u]
+    pg.mouse.up()
+    return sent
+
+
+def settled_frames(pg, view: str) -> int:
+    """The frame count once it has stopped moving for 0.3 s."""
+    last, since = -1, time.time()
+    while time.time() - since < 0.3:
+        frames = view_state(pg, view)["frames"]
+        if frames != last:
+            last, since = frames, time.time()
+        time.sleep(0.05)
+    return last
+
+
+def canvas_pixels(pg, view: str) -> np.ndarray:
+    """The canvas of a live view at the image's own size (H, W, 3) uint8 (it is drawn enlarged by a whole
+    factor without smoothing, so every block's top-left pixel is the image's pixel)."""
+    data = pg.evaluate("""(sel) => {
+        const c = document.querySelector(sel + ' canvas');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height);
+        return {w: c.width, h: c.height, px: Array.from(d.data)};
+    }""", view)
+    rgba = np.array(data["px"], dtype=np.uint8).reshape(data["h"], data["w"], 4)
+    return rgba[..., :3]
+
+
+def test_dragging_t_decodes_in_the_browser_without_server_requests(app, browser):
+    demo, url = app
+    pg = open_page(browser, url)
+    wait_for(lambda: view_state(pg, "#frame-live").get("mode") == "browser", "browser decoding", timeout=60)
+    wait_for(lambda: view_state(pg, "#frame-live")["frames"] >= 1, "the first browser frame")
+    assert pg.locator("#frame-live canvas").is_visible()
+    assert not pg.locator("#frame").is_visible()  # the server's picture gives way to the canvas
+
+    try:  # the page's first views (strips, grids) are the server's work, not the slider's
+        pg.wait_for_load_state("networkidle", timeout=60_000)
+    except playwright_sync.TimeoutError:
+        pass
+    sent = drag_positions(pg, "#t", 0.1, 0.9, POSITIONS)
+    frame_fn = endpoint_index(demo, "interpolate_frame")
+    for_slider = [u for u, body in sent if f'"fn_index":{frame_fn},' in body.replace(" ", "")]
+    assert for_slider == [], for_slider   # no queue/join, no run/predict for the slider's endpoint
+    assert len(sent) <= 2, sent           # nor anything else that a drag would cause
+    settled_frames(pg, "#frame-live")
+
+    t = float(pg.locator("#t input[type=range]").input_value())
+    assert t > 0.7
+    a, b = (int(pg.locator(f"{s} input").input_value()) for s in ("#point-a", "#point-b"))
+    method = pg.locator("#method input:checked").input_value()
+    run = demo.points.run("vae")
+    expected = ops.decode(run, ops.interpolate_at(ops.table_latent(run, a), ops.table_latent(run, b), t, method))[0]
+    shown = canvas_pixels(pg, "#frame-live")
+    scale = shown.shape[0] // expected.shape[0]
+    shown = shown[::scale, ::scale][: expected.shape[0], : expected.shape[1]]
+    assert shown.shape == expected.shape
+    assert np.abs(shown.astype(int) - expected.astype(int)).max() <= 2
+    assert not pg.errors, pg.errors
+    pg.context.close()
+
+
+def test_without_webassembly_the_slider_decodes_on_the_server(app, browser):
+    demo, url = app
+    pg = open_page(browser, url, "delete window.WebAssembly;")
+    state = wait_for(lambda: (s := view_state(pg, "#frame-live")).get("mode") == "server" and s, "server mode")
+    assert "WebAssembly" in state["note"]
+    wait_for(lambda: pg.locator("#frame img").count(), "the server's frame")
+    before = image_bytes(pg, "#frame")
+    sent = drag_positions(pg, "#t", 0.1, 0.9, POSITIONS)
+    frame_fn = endpoint_index(demo, "interpolate_frame")
+    assert any(f'"fn_index":{frame_fn},' in body.replace(" ", "") for _, body in sent)   # the server path
+    wait_for_new_image(pg, "#frame", before, "a new frame from the server")
+    assert not pg.locator("#frame-live canvas").is_visible()
+    # The note is said once, in the view, and stays as it was.
+    assert view_state(pg, "#frame-live")["note"] == state["note"]
+    assert pg.get_by_text("no WebAssembly").count() >= 1
+    assert not pg.errors, pg.errors
+    pg.context.close()
