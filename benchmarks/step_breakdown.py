@@ -1,6 +1,6 @@
 """Where the seed network's training step spends its time, against the step time that 3x the baseline needs.
 
-issue 2 asks the trainer for 3x the images/s of ../shared/bench/seed_baseline.py. This script says how far
+The throughput target is 3x the images/s of ../shared/bench/seed_baseline.py. This script says how far
 each part of the step is from that budget, on the machine it runs on:
 
 1. the baseline's images/s (the notebook's loop, a subprocess, as train_throughput.py runs it) and from it
