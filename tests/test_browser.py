@@ -150,6 +150,10 @@ def test_page_loads_with_map_card_and_first_point(page):
     assert page.locator("#latent-map .vae-map-plot canvas").count() >= 1  # the WebGL scatter
     assert "vae" in page.locator("#card").inner_text()
     assert page.locator("#point input").input_value() == "0"
+    # The map's toolbar keeps its tools and offers nothing that uploads the chart (Plotly Cloud).
+    titles = page.eval_on_selector_all("#latent-map .modebar-btn", "bs => bs.map(b => b.getAttribute('data-title'))")
+    assert "Box Select" in titles and not any("share" in (t or "").lower() or "cloud" in (t or "").lower()
+                                              for t in titles), titles
     shot(page, "01-loaded")
     assert not page.errors, page.errors
 

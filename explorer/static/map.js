@@ -156,9 +156,13 @@ function render() {
     // Keep zoom/pan while colours or overlays change; reset when another run is shown.
     uirevision: v.run || 'map',
   };
+  // No button may send the map anywhere: plotly 7's "Share chart..." (sendChartToCloud) uploads it to
+  // Plotly Cloud, so it is switched off and removed like the older sendDataToCloud.
   const config = {responsive: true, displaylogo: false, scrollZoom: false, doubleClick: 'reset',
-                  modeBarButtonsToRemove: ['toImage', 'sendDataToCloud', 'autoScale2d', 'toggleSpikelines',
-                                           'hoverClosestCartesian', 'hoverCompareCartesian', 'resetViews']};
+                  showSendToCloud: false, showEditInChartStudio: false,
+                  modeBarButtonsToRemove: ['toImage', 'sendDataToCloud', 'sendChartToCloud', 'autoScale2d',
+                                           'toggleSpikelines', 'hoverClosestCartesian', 'hoverCompareCartesian',
+                                           'resetViews']};
   Plotly.react(plotDiv, cachedTraces.concat(overlayTraces(props.overlay)), layout, config).then(bindHandlers);
 }
 
