@@ -232,7 +232,7 @@ class BTCVAEConfig(BetaVAEConfig):
         if self.tc_estimator not in TC_ESTIMATORS:
             raise UserError(f"unknown tc_estimator {self.tc_estimator!r} (choose from: {', '.join(TC_ESTIMATORS)})")
         super().check_fields()
-        _check_weights(self, ("beta", "alpha", "tc_gamma"))
+        _check_weights(self, ("alpha", "tc_gamma"))  # beta: BetaVAEConfig
         if not _is_int(self.dataset_size) or self.dataset_size < 0:
             raise UserError(f"dataset_size must be >= 0, not {self.dataset_size!r}")
 

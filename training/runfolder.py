@@ -19,7 +19,7 @@ import re
 import warnings
 import zipfile
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -433,14 +433,7 @@ def load_latents(run_dir: str, latent_dim: Optional[int] = None) -> dict:
     path = os.path.join(run_dir, LATENTS_FILE)
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such file (run `python -m training export RUN`)")
-    try:
-        check_latents_size(npz_shapes(path))
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except UserError:
-        raise
-    except Exception as e:  # zip/format errors, object arrays refused by allow_pickle=False, ...
-        raise UserError(f"{LATENTS_FILE} unreadable ({' '.join((type(e).__name__ + ': ' + str(e)).split())[:200]})")
+    arrays = read_npz(path, check_latents_size)
     if latent_dim is not None:
         problem = latents_problem(arrays, latent_dim)
         if problem:
@@ -467,6 +460,24 @@ def npz_shapes(path: str) -> dict:
     return shapes
 
 
+def read_npz(path: str, check_headers: Callable[[dict], None]) -> dict:
+    """Every array of an .npz (never unpickled), after `check_headers` has seen the (shape, dtype) its
+    headers declare: it raises UserError to refuse the file before any array is read."""
+    try:
+        check_headers(npz_shapes(path))
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except UserError:
+        raise
+    except Exception as e:  # zip/format errors, object arrays refused by allow_pickle=False, ...
+        text = " ".join((type(e).__name__ + ": " + str(e)).split())[:200]
+        raise UserError(f"{os.path.basename(path)} unreadable ({text})") from None
+
+
+def declared_bytes(shapes: dict) -> int:
+    return sum(math.prod(shape) * dtype.itemsize for shape, dtype in shapes.values())
+
+
 def check_latents_size(shapes: dict) -> None:
     """Refuse a latent table with more than MAX_LATENT_POINTS rows or more than MAX_LATENTS_BYTES in all,
     from the sizes its headers declare: a small file declaring a huge array never gets allocated."""
@@ -475,7 +486,7 @@ def check_latents_size(shapes: dict) -> None:
         if shape and shape[0] > MAX_LATENT_POINTS:
             raise UserError(f"{LATENTS_FILE} ignored: {key} holds {shape[0]:,} points (at most "
                             f"{MAX_LATENT_POINTS:,}; export fewer with `python -m training export --n`)")
-    declared = sum(math.prod(shape) * dtype.itemsize for shape, dtype in shapes.values())
+    declared = declared_bytes(shapes)
     if declared > MAX_LATENTS_BYTES:
         raise UserError(f"{LATENTS_FILE} ignored: its arrays declare {declared / 2 ** 30:.3g} GiB (at most "
                         f"{MAX_LATENTS_BYTES / 2 ** 30:.3g} GiB)")
@@ -650,23 +661,20 @@ def save_timeline(run_dir: str, arrays: dict) -> None:
     atomic_write_bytes(os.path.join(run_dir, TIMELINE_FILE), buffer.getvalue())
 
 
+def check_timeline_size(shapes: dict) -> None:
+    declared = declared_bytes(shapes)
+    if declared > MAX_TIMELINE_BYTES:
+        raise UserError(f"{TIMELINE_FILE} ignored: its arrays declare {declared / 2 ** 20:.3g} MiB (at most "
+                        f"{MAX_TIMELINE_BYTES / 2 ** 20:.3g} MiB)")
+
+
 def load_timeline(run_dir: str) -> dict:
     """timeline.npz as a dict of arrays (never unpickled), checked against docs/run-format.md's layout;
     UserError naming the first problem. Sizes are checked from the headers before anything is read."""
     path = os.path.join(run_dir, TIMELINE_FILE)
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such file (train with `--snapshots 10`, then run `python -m training export RUN`)")
-    try:
-        declared = sum(math.prod(shape) * dtype.itemsize for shape, dtype in npz_shapes(path).values())
-        if declared > MAX_TIMELINE_BYTES:
-            raise UserError(f"{TIMELINE_FILE} ignored: its arrays declare {declared / 2 ** 20:.3g} MiB (at most "
-                            f"{MAX_TIMELINE_BYTES / 2 ** 20:.3g} MiB)")
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except UserError:
-        raise
-    except Exception as e:  # zip/format errors, object arrays refused by allow_pickle=False, ...
-        raise UserError(f"{TIMELINE_FILE} unreadable ({' '.join((type(e).__name__ + ': ' + str(e)).split())[:200]})")
+    arrays = read_npz(path, check_timeline_size)
     problem = timeline_problem(arrays)
     if problem:
         raise UserError(f"{TIMELINE_FILE} ignored: {problem}")
