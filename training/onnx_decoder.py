@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import math
 import os
 import sys
 import tempfile
@@ -44,10 +45,7 @@ class DecoderGraph(nn.Module):
 
 
 def latent_size(model: LatentModel) -> int:
-    size = 1
-    for s in model.latent_shape:
-        size *= int(s)
-    return size
+    return math.prod(int(s) for s in model.latent_shape)
 
 
 def export_copy(model: LatentModel) -> LatentModel:
