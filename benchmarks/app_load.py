@@ -212,7 +212,7 @@ def disk_mb(folder: str) -> float:
 
 
 def attacker_loop(url: str, deadline: dict, stats: Stats, files: dict, sessions_left: list) -> None:
-    """Fresh sessions (a select_run each), drawing blobs with a huge layer index and 9 MB blobs, oversized
+    """Fresh sessions (a select_run and a deep link each), drawing blobs with a huge layer index and 9 MB blobs, oversized
     drawings, and 10 MB uploads from many addresses, in turn until the time is up. A refusal is the
     expected answer; only an HTTP 500 or a dropped connection counts as a server error."""
     import uuid
@@ -256,8 +256,10 @@ def attacker_loop(url: str, deadline: dict, stats: Stats, files: dict, sessions_
             for _ in range(10):
                 if sessions_left[0] > 0:
                     sessions_left[0] -= 1
+                    session = uuid.uuid4().hex
                     attempt("fresh session", lambda: http.post(f"{url}gradio_api/run/select_run", json={
-                        "data": [files["run"], None], "session_hash": uuid.uuid4().hex}))
+                        "data": [files["run"], None], "session_hash": session}))
+                    attempt("deep link", lambda: http.get(f"{url}gradio_api/deep_link", params={"session_hash": session}))
             attempt("blob index 1e8", lambda: blob(http, 100_000_000, b"\x89PNG"))
             attempt("blob 9 MB", lambda: blob(http, 0, big_blob))
             if i % 3 == 0:

@@ -9,6 +9,9 @@ hold after it has been answered is bounded here, before Gradio spends memory or 
     they are kept, at most `MAX_BLOB_IDS` drawings are kept at once, and a drawing's pictures are
     checked on their headers before Gradio decodes them;
   * sessions: at most `MAX_SESSIONS`, and one idle for `SESSION_IDLE_S` is dropped (`launch_options`);
+    `small_sessions` keeps a session to its gr.State values and changed components, without Gradio's
+    copy of every output it was sent (kept only for deep links, which this app does not offer: their
+    route, which writes that copy to disk on any GET, is refused);
   * `quiet_refusals`: a request Gradio itself refuses (a value its component cannot take) logs one
     line instead of a traceback.
 """
@@ -17,19 +20,22 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import copy
 import datetime
 import io
 import logging
+import os
 import sys
 import threading
 import time
 import traceback as _traceback
-from typing import Any, Callable
+from typing import Any
 
 import gradio as gr
 import gradio.queueing
 import gradio.routes
 import gradio.utils
+from gradio.state_holder import SessionState
 from fastapi import HTTPException
 from gradio.components.base import server
 from gradio.exceptions import ComponentProcessingError
@@ -108,17 +114,20 @@ class RequestLimits:
         self.quota = quota or UploadQuota()
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope.get("method") == "POST":
+        why = None
+        if scope["type"] == "http" and scope.get("path", "").rstrip("/").endswith("/deep_link"):
+            why = 404, "this app has no deep links"
+        elif scope["type"] == "http" and scope.get("method") == "POST":
             why = self.check(scope)
-            if why is not None:
-                status, text = why
-                log.warning("refused POST %s: %s", scope.get("path", "")[:100], text)
-                body = text.encode()
-                await send({"type": "http.response.start", "status": status,
-                            "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                                        (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
-                return
+        if why is not None:
+            status, text = why
+            log.warning("refused %s %s: %s", scope.get("method"), scope.get("path", "")[:100], text)
+            body = text.encode()
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
         await self.app(scope, receive, send)
 
     def check(self, scope: dict) -> tuple[int, str] | None:
@@ -266,9 +275,39 @@ async def session_reaper(app, every_s: float = 60.0):
 
 
 def launch_options() -> dict:
-    """The limits as arguments of demo.launch()."""
+    """The limits as arguments of demo.launch(); sessions become small for the whole process."""
+    small_sessions()
     return dict(state_session_capacity=MAX_SESSIONS,
                 app_kwargs={"middleware": [Middleware(RequestLimits)], "lifespan": session_reaper})
+
+
+class _NoCopies(dict):
+    """A dict that keeps nothing: the per-session copies of component configs Gradio writes into it."""
+
+    def __setitem__(self, key, value) -> None:
+        pass
+
+
+def _small_session_init(self, blocks) -> None:
+    """SessionState.__init__ (the same attributes) without building the copies."""
+    self.blocks_config = copy.copy(blocks.default_config)
+    self.config_values = _NoCopies()
+    self.state_data = {}
+    self._state_ttl = {}
+    self.is_closed = False
+    # How long a closed session's gr.State values stay, as Gradio sets it (short under its own e2e tests).
+    self.STATE_TTL_WHEN_CLOSED = 1 if os.getenv("GRADIO_IS_E2E_TEST", None) else 3600
+
+
+GRADIO_SESSION_INIT = SessionState.__init__
+
+
+def small_sessions() -> None:
+    """Sessions without Gradio's copy of every component's config and last output value (about 1 MB a
+    session here: the map's payload, the live views' latents), which serves only deep links."""
+    SessionState.__init__ = _small_session_init
+    SessionState._update_value_in_config = lambda self, key, value: None
+    SessionState._update_config = lambda self, key: None
 
 
 # ---- one line per refused request ---------------------------------------------------------------------------------

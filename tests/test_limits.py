@@ -130,6 +130,50 @@ def test_idle_sessions_are_dropped_and_the_count_is_capped():
     assert limits.launch_options()["state_session_capacity"] == limits.MAX_SESSIONS <= 500
 
 
+def test_a_session_keeps_no_copy_of_what_it_was_sent(app):
+    """Gradio keeps, per session, a copy of every output it sent (for deep links): here ~1.1 MB a session
+    (the map's payload, the live views' latents), held until the session is idle for 30 minutes."""
+    with httpx.Client(timeout=120) as http:
+        def fresh_sessions(n: int) -> None:
+            for _ in range(n):
+                r = http.post(app.url + "/gradio_api/run/select_run",
+                              json={"data": ["mnist-vae", None], "session_hash": uuid.uuid4().hex})
+                assert r.status_code == 200, r.text[:200]
+        fresh_sessions(10)
+        time.sleep(1.0)
+        before = app.memory_mb()
+        fresh_sessions(100)
+        time.sleep(1.0)
+    assert app.memory_mb() - before < 30, "100 sessions should hold well under 0.3 MB each"
+
+
+def test_deep_links_are_refused_and_write_nothing(app):
+    """Gradio's deep-link route writes the session's copy of its outputs to disk on any GET."""
+    session = uuid.uuid4().hex
+    httpx.post(app.url + "/gradio_api/run/select_run", json={"data": ["mnist-vae", None], "session_hash": session},
+               timeout=120)
+    r = httpx.get(app.url + "/gradio_api/deep_link", params={"session_hash": session}, timeout=30)
+    assert r.status_code == 404 and "no deep links" in r.text
+    written = [p for p, _, _ in os.walk(app.sandbox) if os.path.basename(p) == "deep_links"]
+    assert written == []
+
+
+def test_small_sessions_keep_gradio_session_attributes():
+    import gradio as gr
+    from gradio.state_holder import SessionState
+
+    with gr.Blocks() as demo:
+        state = gr.State({"a": 1})
+        gr.Textbox("x" * 100_000)
+    gradio_own = SessionState.__new__(SessionState)
+    limits.GRADIO_SESSION_INIT(gradio_own, demo)
+    limits.small_sessions()
+    ours = SessionState(demo)
+    assert sorted(vars(ours)) == sorted(vars(gradio_own))
+    assert ours[state._id] == {"a": 1} and ours.state_data  # gr.State values are kept
+    assert len(gradio_own.config_values) > 0 and len(ours.config_values) == 0
+
+
 # ---- one log line per refused request ---------------------------------------------------------------------------
 def test_fifty_refused_requests_log_fifty_lines(app):
     bad = [("/point", '["mnist-vae", "abc", null]'), ("/sample", '["mnist-vae", "nope", 0, 1.0]'),
