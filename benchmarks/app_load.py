@@ -245,6 +245,22 @@ def attacker_loop(url: str, deadline: dict, stats: Stats, files: dict, sessions_
         return http.post(f"{url}gradio_api/run/reconstruct", json={"data": [
             files["run"], "drawing", 0, None, sketch, 0.0, "none", None]})
 
+    def fresh_sessions() -> None:
+        with httpx.Client(timeout=120) as http:
+            while time.perf_counter() < deadline["t"]:
+                with stats.lock:
+                    if sessions_left[0] <= 0:
+                        return
+                    sessions_left[0] -= 1
+                session = uuid.uuid4().hex
+                attempt("fresh session", lambda: http.post(f"{url}gradio_api/run/select_run", json={
+                    "data": [files["run"], None], "session_hash": session}))
+                attempt("deep link", lambda: http.get(f"{url}gradio_api/deep_link", params={"session_hash": session}))
+
+    # Fresh sessions come from their own threads, so that 2,000 fit in the soak next to the users.
+    openers = [threading.Thread(target=fresh_sessions, daemon=True) for _ in range(4)]
+    for opener in openers:
+        opener.start()
     big_blob = os.urandom(9 * 2**20)
     upload = os.urandom(10 * 2**20 - 4096)
     with httpx.Client(timeout=120) as http:
@@ -253,13 +269,6 @@ def attacker_loop(url: str, deadline: dict, stats: Stats, files: dict, sessions_
         i = 0
         while time.perf_counter() < deadline["t"]:
             i += 1
-            for _ in range(10):
-                if sessions_left[0] > 0:
-                    sessions_left[0] -= 1
-                    session = uuid.uuid4().hex
-                    attempt("fresh session", lambda: http.post(f"{url}gradio_api/run/select_run", json={
-                        "data": [files["run"], None], "session_hash": session}))
-                    attempt("deep link", lambda: http.get(f"{url}gradio_api/deep_link", params={"session_hash": session}))
             attempt("blob index 1e8", lambda: blob(http, 100_000_000, b"\x89PNG"))
             attempt("blob 9 MB", lambda: blob(http, 0, big_blob))
             if i % 3 == 0:
@@ -271,6 +280,8 @@ def attacker_loop(url: str, deadline: dict, stats: Stats, files: dict, sessions_
             attempt("upload 10 MB", lambda: http.post(f"{url}gradio_api/upload", files={"files": ("u.png", upload)},
                                                       headers={"X-Forwarded-For": f"198.51.100.{i % 250}"}))
             time.sleep(0.05)
+    for opener in openers:
+        opener.join()
 
 
 def soak(args, app, url: str, runs: list, work: str, sandbox_tmp: str) -> dict:
@@ -287,13 +298,19 @@ def soak(args, app, url: str, runs: list, work: str, sandbox_tmp: str) -> dict:
     files = {"run": runs[0], "huge": hh.png_zeros(os.path.join(work, "huge.png"), 13000, 13000),
              "mid": hh.png_zeros(os.path.join(work, "mid.png"), 6000, 6000),
              "sketch_id": next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "sketch")}
-    # Warm-up: every run opened once, one user loop's worth of work, before memory is measured.
-    warm = {"t": time.perf_counter() + min(30.0, args.seconds / 4)}
-    barrier = threading.Barrier(2)
-    th = threading.Thread(target=user_loop, args=(0, url, runs, user_image(0, images), warm, stats, barrier))
-    th.start()
+    # Warm-up: the same users for a minute (every run opened, every kind of request, the server's threads and
+    # caches at their working size) before the level that memory must come back to is read.
+    rss_started = memory_mb(app.pid)
+    warm = {"t": float("inf")}
+    barrier = threading.Barrier(args.users + 1)
+    threads = [threading.Thread(target=user_loop, args=(u, url, runs, user_image(u, images), warm, stats, barrier),
+                                daemon=True) for u in range(args.users)]
+    for t in threads:
+        t.start()
     barrier.wait()
-    th.join()
+    warm["t"] = time.perf_counter() + min(60.0, args.seconds / 4)
+    for t in threads:
+        t.join()
     time.sleep(2)
     rss_warm = memory_mb(app.pid)
     deadline = {"t": float("inf")}
@@ -308,9 +325,12 @@ def soak(args, app, url: str, runs: list, work: str, sandbox_tmp: str) -> dict:
     sessions_left = [args.sessions]
     attacker = threading.Thread(target=attacker_loop, args=(url, deadline, stats, files, sessions_left), daemon=True)
     attacker.start()
-    rss_peak, disk_peak = rss_warm, 0.0
+    rss_peak, disk_peak, per_minute = rss_warm, 0.0, []
     while time.perf_counter() < deadline["t"] or any(t.is_alive() for t in threads + [attacker]):
-        rss_peak = max(rss_peak, memory_mb(app.pid))
+        rss = memory_mb(app.pid)
+        rss_peak = max(rss_peak, rss)
+        if time.perf_counter() - began >= 60 * (len(per_minute) + 1):
+            per_minute.append(rss)
         disk_peak = max(disk_peak, disk_mb(sandbox_tmp))
         time.sleep(1.0)
         if time.perf_counter() > deadline["t"] + 180:
@@ -332,7 +352,8 @@ def soak(args, app, url: str, runs: list, work: str, sandbox_tmp: str) -> dict:
             [e for e in stats.errors if e not in server_errors][:3],
         "server_errors": len(server_errors), "first_server_errors": server_errors[:5],
         "state_violations": len(stats.violations),
-        "rss_mb": {"after_warm_up": rss_warm, "peak": rss_peak, "end": rss_end,
+        "rss_mb": {"started": rss_started, "after_warm_up": rss_warm, "each_minute": per_minute,
+                   "peak": rss_peak, "end": rss_end,
                    "end_vs_warm_up_pct": round(100.0 * (rss_end - rss_warm) / rss_warm, 1) if rss_end else None},
         "temp_disk_mb_peak": round(disk_peak, 1),
         "server_answers_after": alive and answers,

@@ -64,6 +64,9 @@ def launch_options() -> dict:
         max_file_size=MAX_UPLOAD,
         show_error=True,          # API clients get the one-line reason of a refused request
         footer_links=["api", "gradio"],
+        # No run history: it would store every slider frame, and any visitor's upload, in the browser of a
+        # shared classroom computer, and it adds routes a public Space does not need.
+        run_history=False,
         **limits.launch_options(),  # sessions, request bodies and uploads a visitor may hold
     )
 

@@ -158,6 +158,12 @@ def test_deep_links_are_refused_and_write_nothing(app):
     assert written == []
 
 
+def test_no_run_history_routes(app):
+    """Run history would keep every slider frame and upload in a shared classroom browser."""
+    assert httpx.get(app.url + "/gradio_api/runs", timeout=30).status_code == 404
+    assert httpx.get(app.url + "/gradio_api/run-history/records", timeout=30).status_code == 404
+
+
 def test_small_sessions_keep_gradio_session_attributes():
     import gradio as gr
     from gradio.state_holder import SessionState
