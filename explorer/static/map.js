@@ -9,8 +9,12 @@
 //                   legend, color_range, color_by}, or {message} when the run has no map.
 //   props.overlay = {marks: [{x, y, label, color, symbol}], path: [[x, y], ...], selected: {x, y}}: drawn on top
 //                   (clicked point, interpolation ends and path, your image, a selection).
+//   props.value.sprite = {url, cols, n}: the run's thumbnails as one sprite sheet (point i at row i // cols,
+//                   column i % cols). Hovering a point draws its thumbnail from it: no request per hover.
 const plotDiv = element.querySelector('.vae-map-plot');
 const messageDiv = element.querySelector('.vae-map-message');
+const preview = element.querySelector('.vae-map-preview');
+let sheet = null;         // {url, cols, n, img, ready} of the shown run
 let handlersBound = false;
 let cachedValue = null;   // the props.value the point traces below were built from
 let cachedTraces = [];    // reused while only the overlay changes, so plotly does not rebuild the GL buffers
@@ -111,9 +115,55 @@ function overlayTraces(o) {
   return traces;
 }
 
+// The sheet is written in the background when a run is first shown: until it is there, its URL answers
+// 404 and is asked again a little later.
+function loadSheet(v) {
+  const s = v && v.sprite;
+  if (!s || !s.url) { sheet = null; return; }
+  if (sheet && sheet.url === s.url) return;
+  const entry = {url: s.url, cols: s.cols, n: s.n, img: new Image(), ready: false, tries: 0};
+  sheet = entry;
+  entry.img.onload = () => { entry.ready = true; };
+  entry.img.onerror = () => {
+    if (sheet !== entry || entry.tries++ >= 60) return;
+    setTimeout(() => { entry.img.src = s.url + '&try=' + entry.tries; }, 1000);
+  };
+  entry.img.src = s.url;
+}
+
+function showPreview(ev) {
+  const p = ev && ev.points && ev.points.find((q) => typeof q.customdata === 'number');
+  const s = sheet;
+  if (!p || !s || !s.ready || p.customdata < 0 || p.customdata >= s.n) { hidePreview(); return; }
+  const row = p.customdata;
+  const tw = s.img.naturalWidth / s.cols;
+  const th = s.img.naturalHeight / Math.ceil(s.n / s.cols);
+  const ctx = preview.getContext('2d');
+  ctx.imageSmoothingEnabled = false;
+  ctx.clearRect(0, 0, preview.width, preview.height);
+  ctx.drawImage(s.img, (row % s.cols) * tw, Math.floor(row / s.cols) * th, tw, th,
+                0, 0, preview.width, preview.height);
+  // Beside the cursor, on the side away from plotly's own label, kept inside the map.
+  const box = preview.parentElement.getBoundingClientRect();
+  const e = ev.event || {};
+  const x = (e.clientX || box.left) - box.left, y = (e.clientY || box.top) - box.top;
+  const size = preview.offsetWidth || 96;
+  preview.style.left = Math.max(0, x > size + 20 ? x - size - 14 : x + 14) + 'px';
+  preview.style.top = Math.max(0, y > size + 20 ? y - size - 14 : y + 14) + 'px';
+  preview.style.display = 'block';
+  preview.dataset.row = String(row);
+}
+
+function hidePreview() {
+  preview.style.display = 'none';
+  delete preview.dataset.row;
+}
+
 function bindHandlers() {
   if (handlersBound) return;
   handlersBound = true;
+  plotDiv.on('plotly_hover', showPreview);
+  plotDiv.on('plotly_unhover', hidePreview);
   plotDiv.on('plotly_click', (ev) => {
     const p = ev && ev.points && ev.points.find((q) => typeof q.customdata === 'number');
     if (p) trigger('point_click', {row: p.customdata});
@@ -137,8 +187,10 @@ function render() {
     return;
   }
   const v = props.value;
+  loadSheet(v);
   if (!v || !v.x || !v.x.length) {
     cachedValue = null;
+    hidePreview();
     showMessage((v && v.message) || 'This run has no map.');
     return;
   }
