@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import threading
 import time
+from typing import Optional
 
 import gradio as gr
 
@@ -225,13 +226,18 @@ class MapPanel:
     def map_clicked(self, name, session, a, b, method, steps, t, attr_point, selection, evt: gr.EventData):
         """Browser map click -> the point number, the Point tab's pictures and the map's marks, in one answer
         (the same as the public endpoint `point` followed by the overlay)."""
-        data = getattr(evt, "_data", {}) or {}
-        row = ui_map.row_from_event(data.get("row") if isinstance(data, dict) else None)
+        row = self.clicked_row(evt)
         if row is None:
             return (gr.skip(),) * (self._click_outputs + 2)
         shown = self.page.io.point.fn(name, row, session)
         marks = self.overlay(name, row, a, b, method, steps, t, attr_point, selection, session)
         return (row, *shown, marks)
+
+    @staticmethod
+    def clicked_row(evt) -> Optional[int]:
+        """The point a browser map click names, or None when it names none (the browser is not trusted)."""
+        data = getattr(evt, "_data", {}) or {}
+        return ui_map.row_from_event(data.get("row") if isinstance(data, dict) else None)
 
     @staticmethod
     def map_selected(evt: gr.EventData):
