@@ -34,8 +34,8 @@ def test_a_map_click_takes_only_whole_numbers():
     # A click that names no point changes nothing: every output of the click's one request is skipped.
     panel = MapPanel(SimpleNamespace(points=None))
     panel._click_outputs = 4
-    skipped = panel.map_clicked("run", {}, 0, 1, "slerp", 9, 0.5, 0, "", SimpleNamespace(_data={"row": math.nan}))
-    assert len(skipped) == 6 and all(s == skipped[0] for s in skipped)
+    skipped = panel.map_clicked("run", {}, SimpleNamespace(_data={"row": math.nan}))
+    assert len(skipped) == 5 and all(s == skipped[0] for s in skipped)
 
 
 def test_a_selection_keeps_only_whole_numbers():

@@ -15,6 +15,9 @@ const plotDiv = element.querySelector('.vae-map-plot');
 const messageDiv = element.querySelector('.vae-map-message');
 const preview = element.querySelector('.vae-map-preview');
 let sheet = null;         // {url, cols, n, img, ready} of the shown run
+// The clicked point's mark, drawn here at once: the click's answer carries only the point's pictures, and
+// the next overlay from the server (which knows the clicked point) replaces it.
+let clickedMark = null;
 let handlersBound = false;
 let cachedValue = null;   // the props.value the point traces below were built from
 let cachedTraces = [];    // reused while only the overlay changes, so plotly does not rebuild the GL buffers
@@ -104,7 +107,12 @@ function overlayTraces(o) {
                  y: o.path.map((p) => Number(p[1])), hoverinfo: 'skip', showlegend: false, name: 'path',
                  line: {color: colour, width: 2}, marker: {size: 5, color: colour}, unselected: keep});
   }
-  for (const m of (o.marks || [])) {
+  let marks = o.marks || [];
+  if (clickedMark) {
+    marks = marks.filter((m) => m.name !== 'point').concat([Object.assign(
+      {name: 'point', label: '', color: '#111111', symbol: 'circle-open', textposition: 'top center'}, clickedMark)]);
+  }
+  for (const m of marks) {
     const c = m.color === '#111111' ? colour : (m.color || colour);
     traces.push({type: 'scattergl', mode: 'markers+text', x: [Number(m.x)], y: [Number(m.y)], text: [m.label],
                  textposition: m.textposition || 'top center', textfont: {size: 16, color: c},
@@ -166,7 +174,12 @@ function bindHandlers() {
   plotDiv.on('plotly_unhover', hidePreview);
   plotDiv.on('plotly_click', (ev) => {
     const p = ev && ev.points && ev.points.find((q) => typeof q.customdata === 'number');
-    if (p) trigger('point_click', {row: p.customdata});
+    if (!p) return;
+    trigger('point_click', {row: p.customdata});
+    clickedMark = {x: Number(p.x), y: Number(p.y)};
+    // Redrawing thousands of WebGL points takes the main thread for tens of ms: do it when the page is idle,
+    // so that the answer's pictures are shown first.
+    if (window.requestIdleCallback) requestIdleCallback(render, {timeout: 400}); else setTimeout(render, 150);
   });
   plotDiv.on('plotly_selected', (ev) => {
     if (!ev) return;  // plotly sends undefined while a new selection starts
@@ -218,6 +231,6 @@ function render() {
   Plotly.react(plotDiv, cachedTraces.concat(overlayTraces(props.overlay)), layout, config).then(bindHandlers);
 }
 
-watch('value', render);
-watch('overlay', render);
+watch('value', () => { clickedMark = null; render(); });
+watch('overlay', () => { clickedMark = null; render(); });
 render();

@@ -78,12 +78,12 @@ class MapPanel:
                   **LIVE, **private(), show_progress="hidden")
         self.color_dd.input(self.map_view, [page.run_dd, self.color_dd], [page.map_html], api_name="map", **DECODE)
         # Clicks and selections arrive as custom events from static/map.js. A click is one request that
-        # returns the point, its pictures and the map's marks: chained requests would each add a round trip.
+        # returns the point and its pictures: chained requests would each add a round trip. Its mark is drawn
+        # by map.js at once (a map update in the same answer delays the pictures by the map's redraw).
         point_step = page.io.point
         self._click_outputs = len(point_step.outputs)
-        page.map_html.point_click(self.map_clicked, [page.run_dd, page.session, page.a, page.b, page.method,
-                                                     page.n_frames, page.t, page.attr_point, page.selection],
-                                  [page.point, *point_step.outputs, page.map_html], **LIVE, **private(),
+        page.map_html.point_click(self.map_clicked, [page.run_dd, page.session],
+                                  [page.point, *point_step.outputs], **LIVE, **private(),
                                   show_progress="hidden")
         selected = page.map_html.point_select(self.map_selected, None, [page.selection], **LIVE, **private())
         then(selected, page.io.selection, page.io.overlay, group=DECODE)
@@ -223,15 +223,13 @@ class MapPanel:
         selected = run.latents["xy"][rows] if rows else None
         return ui_map.overlay_update(ui_map.overlay(marks, path, selected))
 
-    def map_clicked(self, name, session, a, b, method, steps, t, attr_point, selection, evt: gr.EventData):
-        """Browser map click -> the point number, the Point tab's pictures and the map's marks, in one answer
-        (the same as the public endpoint `point` followed by the overlay)."""
+    def map_clicked(self, name, session, evt: gr.EventData):
+        """Browser map click -> the point number and the Point tab's pictures in one answer (what the public
+        endpoint `point` returns)."""
         row = self.clicked_row(evt)
         if row is None:
-            return (gr.skip(),) * (self._click_outputs + 2)
-        shown = self.page.io.point.fn(name, row, session)
-        marks = self.overlay(name, row, a, b, method, steps, t, attr_point, selection, session)
-        return (row, *shown, marks)
+            return (gr.skip(),) * (self._click_outputs + 1)
+        return (row, *self.page.io.point.fn(name, row, session))
 
     @staticmethod
     def clicked_row(evt) -> Optional[int]:
