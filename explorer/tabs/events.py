@@ -94,7 +94,6 @@ def pixel_image(**kwargs) -> gr.Image:
     return image_out(elem_classes=["pixelated"], **kwargs)
 
 
-
 def cleared_on_failure(dep, outputs: list, fn: Callable = None, inputs: list = ()):
     """When `dep` is refused (its gr.Error is the one message shown), clear what it would have replaced: an
     old picture next to the error looks like the answer. Without fn, the pictures among `outputs` become
