@@ -38,6 +38,7 @@ from training.runfolder import (CONFIG_FILE, DECODER_FILE, LATENTS_FILE, WEIGHTS
 from .latent_ops import dims_by_kl, kl_per_dim
 from .model_card import card, samples_note
 from .runs import LoadedRun, load_run_folder
+from .sprites import sprite_sheet
 
 MAX_FILE_BYTES = 10_000_000
 MU_BUDGET_BYTES = 8_000_000
@@ -109,29 +110,6 @@ def points_kept(run: LoadedRun, max_points: int) -> int:
     return max(1, min(run.n_points, max_points, MU_BUDGET_BYTES // (4 * run.latent_dim)))
 
 
-def sprite_sheet(thumbs: np.ndarray) -> tuple[bytes, dict]:
-    """(PNG bytes, layout) of thumbnails (N, C, h, w) uint8 in a grid of ceil(sqrt(N)) columns. Thumbnails are
-    halved (area average) until the PNG fits in MAX_FILE_BYTES."""
-    n, c, h, w = thumbs.shape
-    cols = int(np.ceil(np.sqrt(n)))
-    rows = -(-n // cols)
-    images = thumbs.astype(np.float32)
-    while True:
-        th, tw = images.shape[2:]
-        grid = np.zeros((rows * th, cols * tw, c), dtype=np.uint8)
-        tiles = np.clip(np.round(images), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
-        for i in range(n):
-            r, k = divmod(i, cols)
-            grid[r * th:(r + 1) * th, k * tw:(k + 1) * tw] = tiles[i]
-        buffer = io.BytesIO()
-        Image.fromarray(grid[..., 0] if c == 1 else grid).save(buffer, format="PNG", optimize=True)
-        data = buffer.getvalue()
-        if len(data) < MAX_FILE_BYTES or min(th, tw) // 2 < MIN_THUMB:
-            return data, {"cols": cols, "rows": rows, "width": tw, "height": th}
-        images = images[:, :, : th // 2 * 2, : tw // 2 * 2]
-        images = images.reshape(n, c, th // 2, 2, tw // 2, 2).mean(axis=(3, 5))
-
-
 def card_rows(run: LoadedRun, n_points: int) -> list:
     """The model card as [label, text] rows, as the app's card shows it."""
     c = card(run)
@@ -185,7 +163,7 @@ def run_files(run: LoadedRun, decoder: bytes, max_points: int) -> tuple[dict, in
     lat = run.latents
     labels = lat["labels"][:n] if "labels" in lat else np.zeros((n, 0), np.float32)
     thumbs = lat["thumbs"][:n] if "thumbs" in lat else None
-    sprite, layout = sprite_sheet(thumbs) if thumbs is not None else (None, None)
+    sprite, layout = sprite_sheet(thumbs, MAX_FILE_BYTES, MIN_THUMB) if thumbs is not None else (None, None)
     kl = kl_per_dim(run)
     samples, note = site_samples(run)
     index = {

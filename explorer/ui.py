@@ -124,7 +124,8 @@ def _explorer_page(demo: gr.Blocks, page: Page) -> None:
         with gr.Column(scale=5, min_width=420):
             map_panel.layout(page)
         with gr.Column(scale=6, min_width=460):
-            with gr.Tabs(elem_id="tabs"):
+            # wrap: a tab bar too wide for the column wraps onto a second row instead of hiding tabs in a menu.
+            with gr.Tabs(elem_id="tabs", overflow_behavior="wrap"):
                 for label, tab_id, tab in tabs:
                     with gr.Tab(label, id=tab_id):
                         tab.layout(page)
@@ -143,8 +144,10 @@ def _wire_run_switch(demo: gr.Blocks, page: Page) -> None:
     opens."""
     io = page.io
     # The live views' recipes come first: they are cheap and make the sliders live before the grids arrive.
+    # Every panel that shows something of a run is in this list: what it leaves out keeps the previous run's
+    # pictures (the analogy, a selection, a saved GIF).
     views = (*io.recipes, io.point, io.overlay, io.strip, io.frame, io.attribute, io.reconstruct, io.disentangle,
-             io.live, io.sample, io.compare)
+             io.live, io.sample, io.compare, io.analogy, io.selection, io.gif_reset)
     for listener, public in ((page.run_dd.change, True), (demo.load, False)):
         naming = dict(api_name="select_run") if public else private()
         dep = listener(**io.select_run.io(), **naming, **DECODE)

@@ -11,14 +11,22 @@ ends and path, your image, a selection), so moving a mark does not resend 10,000
 """
 from __future__ import annotations
 
+import atexit
+import hashlib
 import math
 import os
+import shutil
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Iterable, Optional
 
 import gradio as gr
 import numpy as np
 import plotly
+
+from .sprites import sprite_sheet
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 
@@ -36,6 +44,7 @@ MAP_TEMPLATE = (
     '<div class="vae-map">'
     '<div class="vae-map-plot"></div>'
     '<div class="vae-map-message"></div>'
+    '<canvas class="vae-map-preview" width="96" height="96"></canvas>'
     "</div>"
 )
 
@@ -44,6 +53,10 @@ MAP_CSS = """
 .vae-map-plot { width: 100%; height: 520px; }
 .vae-map-message { position: absolute; inset: 0; display: none; align-items: center; justify-content: center;
   text-align: center; padding: 2em; color: var(--body-text-color-subdued); font-size: 1.05em; }
+.vae-map-preview { position: absolute; display: none; width: 96px; height: 96px; pointer-events: none;
+  image-rendering: pixelated; border: 2px solid var(--body-text-color); border-radius: 4px;
+  background: var(--background-fill-primary); box-shadow: 0 2px 8px rgba(0, 0, 0, 0.35); z-index: 5; }
+@media (max-width: 600px) { .vae-map-plot { height: 380px; } }
 """
 
 
@@ -57,8 +70,8 @@ def plotly_js_path() -> str:
 
 def static_paths() -> list[str]:
     """Files the app serves besides Gradio's own: plotly.min.js (one file, not plotly's whole package
-    folder) and this package's static folder."""
-    return [plotly_js_path(), STATIC_DIR]
+    folder), this package's static folder and the folder of the map's sprite sheets."""
+    return [plotly_js_path(), STATIC_DIR, sprite_dir()]
 
 
 @lru_cache(maxsize=None)
@@ -128,3 +141,48 @@ def rows_from_event(rows: Iterable) -> list[int]:
     if not isinstance(rows, (list, tuple)):
         return []
     return [r for r in map(row_from_event, rows) if r is not None]
+
+
+# ---- the hover preview's sprite sheet ---------------------------------------------------------------------------
+SPRITE_BYTES = 3_000_000  # one download per run and visitor: at most a few seconds on a classroom network
+SPRITE_MIN_THUMB = 16     # smaller than this a preview shows too little: halving stops here
+_sprite_lock = threading.Lock()
+_sprite_jobs: dict = {}   # id(thumbs) -> (thumbs, future of the sheet's URL); thumbs kept so the id stays theirs
+_sprite_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="map-sprites")
+
+
+@lru_cache(maxsize=None)
+def sprite_dir() -> str:
+    """A private folder for the sheets, served as a static path, removed with the process."""
+    path = tempfile.mkdtemp(prefix="vae-explorer-sprites-")
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+def sprite(run) -> Optional[dict]:
+    """{url, cols} of the run's thumbnails as one sprite sheet (explorer/sprites.py), for the map's hover
+    preview, or None for a run without thumbnails. The sheet is written once per run in the background
+    (several seconds for 10,000 colour thumbnails): until it is there the page retries its URL, so neither a
+    run switch nor the map waits for it."""
+    latents = run.latents
+    thumbs = latents.get("thumbs") if latents is not None else None
+    if thumbs is None or thumbs.ndim != 4 or not len(thumbs):
+        return None
+    digest = hashlib.sha1(f"{run.path}|{run.name}|{thumbs.shape}".encode()).hexdigest()[:16]
+    path = os.path.join(sprite_dir(), f"sprite-{digest}.png")
+    with _sprite_lock:
+        if id(thumbs) not in _sprite_jobs:
+            _sprite_jobs[id(thumbs)] = (thumbs, _sprite_pool.submit(_write_sprite, thumbs, path))
+    cols = int(np.ceil(np.sqrt(len(thumbs))))
+    # The digest names the run, not the sheet's content: a new export under the same path gets a fresh
+    # query string so that no browser shows the previous sheet from its cache.
+    return {"url": f"gradio_api/file={path}?v={id(thumbs):x}", "cols": cols, "n": int(len(thumbs))}
+
+
+def _write_sprite(thumbs: np.ndarray, path: str) -> str:
+    data, _ = sprite_sheet(thumbs, SPRITE_BYTES, SPRITE_MIN_THUMB, optimize=False)
+    partial = path + ".part"
+    with open(partial, "wb") as f:
+        f.write(data)
+    os.replace(partial, path)  # the page never reads half a sheet
+    return path

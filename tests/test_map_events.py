@@ -23,14 +23,19 @@ class OneRun:
 
 
 def clicked(row):
-    return MapPanel.map_clicked(SimpleNamespace(_data={"row": row}))
+    return MapPanel.clicked_row(SimpleNamespace(_data={"row": row}))
 
 
 def test_a_map_click_takes_only_whole_numbers():
     assert clicked(3) == 3 and clicked(3.0) == 3
     for bad in (math.nan, math.inf, -math.inf, 2.5, True, "3", None, [1]):
         assert not isinstance(clicked(bad), int), bad   # a no-op update, never an exception
-    assert not isinstance(MapPanel.map_clicked(SimpleNamespace(_data=None)), int)
+    assert MapPanel.clicked_row(SimpleNamespace(_data=None)) is None
+    # A click that names no point changes nothing: every output of the click's one request is skipped.
+    panel = MapPanel(SimpleNamespace(points=None))
+    panel._click_outputs = 4
+    skipped = panel.map_clicked("run", {}, SimpleNamespace(_data={"row": math.nan}))
+    assert len(skipped) == 5 and all(s == skipped[0] for s in skipped)
 
 
 def test_a_selection_keeps_only_whole_numbers():

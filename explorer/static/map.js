@@ -9,8 +9,15 @@
 //                   legend, color_range, color_by}, or {message} when the run has no map.
 //   props.overlay = {marks: [{x, y, label, color, symbol}], path: [[x, y], ...], selected: {x, y}}: drawn on top
 //                   (clicked point, interpolation ends and path, your image, a selection).
+//   props.value.sprite = {url, cols, n}: the run's thumbnails as one sprite sheet (point i at row i // cols,
+//                   column i % cols). Hovering a point draws its thumbnail from it: no request per hover.
 const plotDiv = element.querySelector('.vae-map-plot');
 const messageDiv = element.querySelector('.vae-map-message');
+const preview = element.querySelector('.vae-map-preview');
+let sheet = null;         // {url, cols, n, img, ready} of the shown run
+// The clicked point's mark, drawn here at once: the click's answer carries only the point's pictures, and
+// the next overlay from the server (which knows the clicked point) replaces it.
+let clickedMark = null;
 let handlersBound = false;
 let cachedValue = null;   // the props.value the point traces below were built from
 let cachedTraces = [];    // reused while only the overlay changes, so plotly does not rebuild the GL buffers
@@ -100,7 +107,12 @@ function overlayTraces(o) {
                  y: o.path.map((p) => Number(p[1])), hoverinfo: 'skip', showlegend: false, name: 'path',
                  line: {color: colour, width: 2}, marker: {size: 5, color: colour}, unselected: keep});
   }
-  for (const m of (o.marks || [])) {
+  let marks = o.marks || [];
+  if (clickedMark) {
+    marks = marks.filter((m) => m.name !== 'point').concat([Object.assign(
+      {name: 'point', label: '', color: '#111111', symbol: 'circle-open', textposition: 'top center'}, clickedMark)]);
+  }
+  for (const m of marks) {
     const c = m.color === '#111111' ? colour : (m.color || colour);
     traces.push({type: 'scattergl', mode: 'markers+text', x: [Number(m.x)], y: [Number(m.y)], text: [m.label],
                  textposition: m.textposition || 'top center', textfont: {size: 16, color: c},
@@ -111,12 +123,63 @@ function overlayTraces(o) {
   return traces;
 }
 
+// The sheet is written in the background when a run is first shown: until it is there, its URL answers
+// 404 and is asked again a little later.
+function loadSheet(v) {
+  const s = v && v.sprite;
+  if (!s || !s.url) { sheet = null; return; }
+  if (sheet && sheet.url === s.url) return;
+  const entry = {url: s.url, cols: s.cols, n: s.n, img: new Image(), ready: false, tries: 0};
+  sheet = entry;
+  entry.img.onload = () => { entry.ready = true; };
+  entry.img.onerror = () => {
+    if (sheet !== entry || entry.tries++ >= 60) return;
+    setTimeout(() => { entry.img.src = s.url + '&try=' + entry.tries; }, 1000);
+  };
+  entry.img.src = s.url;
+}
+
+function showPreview(ev) {
+  const p = ev && ev.points && ev.points.find((q) => typeof q.customdata === 'number');
+  const s = sheet;
+  if (!p || !s || !s.ready || p.customdata < 0 || p.customdata >= s.n) { hidePreview(); return; }
+  const row = p.customdata;
+  const tw = s.img.naturalWidth / s.cols;
+  const th = s.img.naturalHeight / Math.ceil(s.n / s.cols);
+  const ctx = preview.getContext('2d');
+  ctx.imageSmoothingEnabled = false;
+  ctx.clearRect(0, 0, preview.width, preview.height);
+  ctx.drawImage(s.img, (row % s.cols) * tw, Math.floor(row / s.cols) * th, tw, th,
+                0, 0, preview.width, preview.height);
+  // Beside the cursor, on the side away from plotly's own label, kept inside the map.
+  const box = preview.parentElement.getBoundingClientRect();
+  const e = ev.event || {};
+  const x = (e.clientX || box.left) - box.left, y = (e.clientY || box.top) - box.top;
+  const size = preview.offsetWidth || 96;
+  preview.style.left = Math.max(0, x > size + 20 ? x - size - 14 : x + 14) + 'px';
+  preview.style.top = Math.max(0, y > size + 20 ? y - size - 14 : y + 14) + 'px';
+  preview.style.display = 'block';
+  preview.dataset.row = String(row);
+}
+
+function hidePreview() {
+  preview.style.display = 'none';
+  delete preview.dataset.row;
+}
+
 function bindHandlers() {
   if (handlersBound) return;
   handlersBound = true;
+  plotDiv.on('plotly_hover', showPreview);
+  plotDiv.on('plotly_unhover', hidePreview);
   plotDiv.on('plotly_click', (ev) => {
     const p = ev && ev.points && ev.points.find((q) => typeof q.customdata === 'number');
-    if (p) trigger('point_click', {row: p.customdata});
+    if (!p) return;
+    trigger('point_click', {row: p.customdata});
+    clickedMark = {x: Number(p.x), y: Number(p.y)};
+    // Redrawing thousands of WebGL points takes the main thread for tens of ms: do it when the page is idle,
+    // so that the answer's pictures are shown first.
+    if (window.requestIdleCallback) requestIdleCallback(render, {timeout: 400}); else setTimeout(render, 150);
   });
   plotDiv.on('plotly_selected', (ev) => {
     if (!ev) return;  // plotly sends undefined while a new selection starts
@@ -137,8 +200,10 @@ function render() {
     return;
   }
   const v = props.value;
+  loadSheet(v);
   if (!v || !v.x || !v.x.length) {
     cachedValue = null;
+    hidePreview();
     showMessage((v && v.message) || 'This run has no map.');
     return;
   }
@@ -166,6 +231,6 @@ function render() {
   Plotly.react(plotDiv, cachedTraces.concat(overlayTraces(props.overlay)), layout, config).then(bindHandlers);
 }
 
-watch('value', render);
-watch('overlay', render);
+watch('value', () => { clickedMark = null; render(); });
+watch('overlay', () => { clickedMark = null; render(); });
 render();

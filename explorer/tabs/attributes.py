@@ -14,7 +14,7 @@ from .. import figures, ui_decode
 from .. import latent_ops as ops
 from ..checks import number, user_errors
 from ..runs import LoadedRun
-from .events import HEAVY, LIVE, Page, Step, pixel_image, private, then
+from .events import HEAVY, LIVE, Page, Step, cleared_on_failure, pixel_image, private, then
 
 STRIP_STRENGTHS = np.linspace(-3.0, 3.0, 7)
 
@@ -82,18 +82,27 @@ class AttributesTab:
                                                                 page.attr_point, page.session],
                                         [self.view], live=True, hidden=True)
         page.io.recipes.append(page.io.attribute_recipe)
+        # Chained after a run switch too: an analogy of the previous run's images must not stay on the page.
+        page.io.analogy = Step(self.analogy, [page.run_dd, page.a, page.b, page.attr_point, page.session],
+                               [self.analogy_image])
 
     def wire(self, page: Page) -> None:
         step, overlay, recipe = page.io.attribute, page.io.overlay, page.io.attribute_recipe
-        then(page.set_input.click(None, [page.point], [page.attr_point], js="(p) => p"), step, recipe, overlay)
-        then(self.button.click(**step.io(), api_name="attribute", **HEAVY), recipe, overlay)
+        def follow(dep):
+            # A refused edit (one error message) clears its pictures and the live view instead of leaving
+            # the previous input's.
+            then(dep.success(**recipe.io(), **LIVE, **private(), show_progress="hidden"), overlay)
+            cleared_on_failure(dep, [*step.outputs, self.view],
+                               lambda: (None, None, None, "", ui_decode.no_recipe()))
+
+        follow(then(page.set_input.click(None, [page.point], [page.attr_point], js="(p) => p"), step))
+        follow(self.button.click(**step.io(), api_name="attribute", **HEAVY))
         for listener in (page.attr_dd.input, self.corrected.input, page.attr_point.submit):
-            then(listener(**step.io(), **HEAVY, **private()), recipe, overlay)
+            follow(listener(**step.io(), **HEAVY, **private()))
         # The slider decodes in the browser; the view sends `server_frame` per move only where it cannot.
         self.view.server_frame(**page.io.attribute_edit.io(), api_name="attribute_edit", trigger_mode="always_last",
                                show_progress="hidden", **LIVE)
-        self.analogy_button.click(self.analogy, [page.run_dd, page.a, page.b, page.attr_point, page.session],
-                                  [self.analogy_image], api_name="analogy", **HEAVY)
+        self.analogy_button.click(**page.io.analogy.io(), api_name="analogy", **HEAVY)
 
     # ---- handlers ---------------------------------------------------------------------------------------
     def _edited(self, name, attribute, corrected, point, strength, session):

@@ -92,3 +92,14 @@ def image_out(**kwargs) -> gr.Image:
 def pixel_image(**kwargs) -> gr.Image:
     """A read-only picture of small images, enlarged without smoothing."""
     return image_out(elem_classes=["pixelated"], **kwargs)
+
+
+def cleared_on_failure(dep, outputs: list, fn: Callable = None, inputs: list = ()):
+    """When `dep` is refused (its gr.Error is the one message shown), clear what it would have replaced: an
+    old picture next to the error looks like the answer. Without fn, the pictures among `outputs` become
+    empty; fn(*inputs) returns the outputs itself (inputs must not include the value that was refused: it
+    would be refused again)."""
+    if fn is None:
+        clear = [None if isinstance(o, gr.Image) else gr.skip() for o in outputs]
+        fn = lambda: clear[0] if len(clear) == 1 else tuple(clear)  # noqa: E731
+    return dep.failure(fn, list(inputs), outputs, **LIVE, **private(), show_progress="hidden")

@@ -13,7 +13,7 @@ from ..checks import choice, number, user_errors, whole_number
 from ..points import Points
 from ..runs import LoadedRun
 from ..tempfiles import Downloads
-from .events import HEAVY, LIVE, Page, Step, pixel_image, private, then
+from .events import HEAVY, LIVE, Page, Step, cleared_on_failure, pixel_image, private, then
 
 METHODS = tuple(ops.INTERPOLATORS)
 
@@ -60,15 +60,28 @@ class InterpolateTab:
         page.io.frame_recipe = Step(self.frame_recipe, [*ends, page.session], [self.view], live=True, hidden=True)
         page.io.recipes.append(page.io.frame_recipe)
         page.io.gif_inputs = [*ends, page.n_frames, page.session]
+        # A run switch hides the previous run's GIF.
+        page.io.gif_reset = Step(lambda: gr.File(value=None, visible=False), [], [self.gif_file], live=True, hidden=True)
 
     def wire(self, page: Page) -> None:
         strip, frame, overlay = page.io.strip, page.io.frame, page.io.overlay
         recipe = page.io.frame_recipe
-        then(page.set_a.click(None, [page.point], [page.a], js="(p) => p"), strip, recipe, frame, overlay)
-        then(page.set_b.click(None, [page.point], [page.b], js="(p) => p"), strip, recipe, frame, overlay)
-        then(self.button.click(**strip.io(), api_name="interpolate", **HEAVY), recipe, frame, overlay)
+        def no_path(name, point, attr_point, selection, session):
+            marks = overlay.fn(name, point, None, None, METHODS[0], 2, 0.0, attr_point, selection, session)
+            return None, None, ui_decode.no_recipe(), marks
+
+        def follow(dep):
+            # The frame, live view and map path follow a drawn strip. A refused path (one error message)
+            # clears the strip, the frame and the live view, and takes the path off the map.
+            then(dep.success(**recipe.io(), **LIVE, **private(), show_progress="hidden"), frame, overlay)
+            cleared_on_failure(dep, [self.strip, self.frame, self.view, page.map_html], no_path,
+                               [page.run_dd, page.point, page.attr_point, page.selection, page.session])
+
+        for button, end in ((page.set_a, page.a), (page.set_b, page.b)):
+            follow(then(button.click(None, [page.point], [end], js="(p) => p"), strip))
+        follow(self.button.click(**strip.io(), api_name="interpolate", **HEAVY))
         for listener in (page.a.submit, page.b.submit, page.method.input, page.n_frames.release):
-            then(listener(**strip.io(), **HEAVY, **private()), recipe, frame, overlay)
+            follow(listener(**strip.io(), **HEAVY, **private()))
         # The slider decodes in the browser; the view sends `server_frame` per move only where it cannot.
         self.view.server_frame(**frame.io(), api_name="interpolate_frame", trigger_mode="always_last",
                                show_progress="hidden", **LIVE)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import html
 import threading
 import time
+from typing import Optional
 
 import gradio as gr
 
 from training.errors import UserError
+from training.runfolder import load_config
 
 from .. import figures
 from .. import latent_ops as ops
@@ -21,6 +23,11 @@ from .samples import sample_note
 
 
 RESCAN_EVERY_S = 5.0  # a visitor opening the run list looks for new runs at most this often
+
+
+def map_payload(run, color_by: str) -> dict:
+    """The map's points (figures.map_payload) and the sprite sheet of their thumbnails for the hover preview."""
+    return {**figures.map_payload(run, color_by), "sprite": ui_map.sprite(run)}
 
 
 class MapPanel:
@@ -56,21 +63,28 @@ class MapPanel:
                                               page.t, page.attr_point, page.selection, page.session],
                                [page.map_html], live=True, hidden=True)
         page.io.select_run = Step(self.select_run, [page.run_dd],
-                                  [self.card, page.map_html, self.color_dd, page.attr_dd, *page.live, page.sample_note])
+                                  [self.card, page.map_html, self.color_dd, page.attr_dd, *page.live, page.sample_note,
+                                   page.compare_dd])
         page.io.first_points = Step(self.first_points, [page.run_dd],
                                     [page.point, page.a, page.b, page.attr_point, page.trav_point, page.recon_point,
                                      page.selection], live=True)
 
     def wire(self, page: Page) -> None:
-        self.rescan.click(self.look_for_new_runs, None, [page.run_dd, page.compare_dd], api_name="rescan", **DECODE)
+        self.rescan.click(self.look_for_new_runs, [page.run_dd, page.compare_dd], [page.run_dd, page.compare_dd],
+                          api_name="rescan", **DECODE)
         # Runs found by anyone reach every visitor: on page load and whenever the run list is opened.
         for triggers in (None, [page.run_dd.focus]):
-            gr.on(triggers, self.current_runs, None, [page.run_dd, page.compare_dd], **LIVE, **private(),
-                  show_progress="hidden")
+            gr.on(triggers, self.current_runs, [page.run_dd, page.compare_dd], [page.run_dd, page.compare_dd],
+                  **LIVE, **private(), show_progress="hidden")
         self.color_dd.input(self.map_view, [page.run_dd, self.color_dd], [page.map_html], api_name="map", **DECODE)
-        # Clicks and selections arrive as custom events from static/map.js.
-        clicked = page.map_html.point_click(self.map_clicked, None, [page.point], **LIVE, **private())
-        then(clicked, page.io.point, page.io.overlay)
+        # Clicks and selections arrive as custom events from static/map.js. A click is one request that
+        # returns the point and its pictures: chained requests would each add a round trip. Its mark is drawn
+        # by map.js at once (a map update in the same answer delays the pictures by the map's redraw).
+        point_step = page.io.point
+        self._click_outputs = len(point_step.outputs)
+        page.map_html.point_click(self.map_clicked, [page.run_dd, page.session],
+                                  [page.point, *point_step.outputs], **LIVE, **private(),
+                                  show_progress="hidden")
         selected = page.map_html.point_select(self.map_selected, None, [page.selection], **LIVE, **private())
         then(selected, page.io.selection, page.io.overlay, group=DECODE)
 
@@ -84,7 +98,7 @@ class MapPanel:
             card += ("\n**This run has no latent table yet**: run `python -m training export "
                      f"{html.escape(run.path)}` to get the map, interpolation and attribute tabs.\n")
         default_colour = run.label_names[0] if run.label_names else "none"
-        map_value = (figures.map_payload(run, default_colour) if run.latents is not None
+        map_value = (map_payload(run, default_colour) if run.latents is not None
                      else ui_map.message_value("No map: this run has no exported latents (latents.npz)."))
         attributes = run.attribute_names
         return (
@@ -94,6 +108,7 @@ class MapPanel:
             gr.Dropdown(choices=attributes, value=attributes[0] if attributes else None),
             *live_slider_updates(run),
             sample_note(run),
+            self.compare_update(run),
         )
 
     @user_errors
@@ -103,13 +118,13 @@ class MapPanel:
         n = self.points.run(name).n_points
         return 0, 0, min(1, max(n - 1, 0)), 0, 0, 0, ""
 
-    def look_for_new_runs(self):
+    def look_for_new_runs(self, name, other):
         with self._rescan_lock:
             self.points.registry.rescan()
             self._rescanned = time.monotonic()
-        return self._run_lists(self.points.run_choices())
+        return self._run_lists(self.points.run_choices(), name, other)
 
-    def current_runs(self):
+    def current_runs(self, name, other):
         """The run lists as they are now (a rescan at most every RESCAN_EVERY_S); gr.skip() while they are
         still the ones the page was built with."""
         with self._rescan_lock:
@@ -119,14 +134,44 @@ class MapPanel:
         choices = self.points.run_choices()
         if choices == self.page.names:
             return gr.skip(), gr.skip()
-        return self._run_lists(choices)
+        return self._run_lists(choices, name, other)
 
-    def _run_lists(self, choices: list[str]):
+    def _run_lists(self, choices: list[str], name, other):
         # The shared components learn the new list too: a session that never received an update checks
         # the run it sends against them.
         self.page.run_dd.choices = [(c, c) for c in choices]
         self.page.compare_dd.choices = [(c, c) for c in ["none"] + choices]
-        return gr.Dropdown(choices=choices), gr.Dropdown(choices=["none"] + choices)
+        try:
+            comparable = ["none"] + self.comparable_runs(self.points.run(name))
+        except (UserError, gr.Error):
+            comparable = ["none"]
+        return (gr.Dropdown(choices=choices),
+                gr.Dropdown(choices=comparable, value=other if other in comparable else gr.skip()))
+
+    def comparable_runs(self, run) -> list[str]:
+        """Other runs of the same dataset at the same resolution and channels, the natural comparison first:
+        a run whose latents are of the same kind (continuous or codes) but of another model, then the same
+        model, then the rest. Only configs are read: no other run is loaded for this."""
+        here = run.config
+        ranked = []
+        for order, entry in enumerate(self.points.registry.entries()):
+            if entry.error or entry.name == run.name:
+                continue
+            try:
+                other = load_config(entry.path)
+            except (OSError, ValueError, UserError):
+                continue
+            if (other.data.name, other.model.image_size, other.model.channels) != \
+                    (here.data.name, here.model.image_size, here.model.channels):
+                continue
+            other_vq, same_model = other.model.name == "vqvae", other.model.name == here.model.name
+            ranked.append(((other_vq != run.is_vq, same_model, order), entry.name))
+        return [name for _, name in sorted(ranked)]
+
+    def compare_update(self, run) -> gr.Dropdown:
+        """The comparison's choices for a newly shown run, set to its natural pair (or none when it has none)."""
+        choices = self.comparable_runs(run)
+        return gr.Dropdown(choices=["none"] + choices, value=choices[0] if choices else "none")
 
     @user_errors
     def map_view(self, name: str, color_by: str):
@@ -136,7 +181,7 @@ class MapPanel:
             return gr.HTML(value=ui_map.message_value("No map: this run has no exported latents."))
         if not isinstance(color_by, str):
             raise UserError("colour must be a name")
-        return gr.HTML(value=figures.map_payload(run, color_by))
+        return gr.HTML(value=map_payload(run, color_by))
 
     def overlay(self, name, point, a, b, method, steps, t, attr_point, selection, session):
         """Marks on the map for the current point, A, B, the interpolation path, the attribute input,
@@ -178,12 +223,19 @@ class MapPanel:
         selected = run.latents["xy"][rows] if rows else None
         return ui_map.overlay_update(ui_map.overlay(marks, path, selected))
 
+    def map_clicked(self, name, session, evt: gr.EventData):
+        """Browser map click -> the point number and the Point tab's pictures in one answer (what the public
+        endpoint `point` returns)."""
+        row = self.clicked_row(evt)
+        if row is None:
+            return (gr.skip(),) * (self._click_outputs + 1)
+        return (row, *self.page.io.point.fn(name, row, session))
+
     @staticmethod
-    def map_clicked(evt: gr.EventData):
-        """Browser map click -> the point number (the public endpoint is `point`)."""
+    def clicked_row(evt) -> Optional[int]:
+        """The point a browser map click names, or None when it names none (the browser is not trusted)."""
         data = getattr(evt, "_data", {}) or {}
-        row = ui_map.row_from_event(data.get("row") if isinstance(data, dict) else None)
-        return gr.update() if row is None else row
+        return ui_map.row_from_event(data.get("row") if isinstance(data, dict) else None)
 
     @staticmethod
     def map_selected(evt: gr.EventData):

@@ -16,7 +16,7 @@ from .. import limits
 from .. import pictures
 from ..checks import choice, number, user_errors
 from ..runs import LoadedRun
-from .events import HEAVY, Page, Step, image_out, pixel_image, private, then
+from .events import HEAVY, LIVE, Page, Step, cleared_on_failure, image_out, pixel_image, private, then
 
 MASKS: dict[str, Optional[tuple]] = {
     "none": None,
@@ -72,12 +72,35 @@ class ReconstructTab:
 
     def wire(self, page: Page) -> None:
         step = page.io.reconstruct
-        # Your image may be an end of a live slider's path (point -1): its views get the new latent.
-        then(self.button.click(**step.io(), api_name="reconstruct", **HEAVY), page.io.overlay, *page.io.recipes)
+
+        def follow(dep):
+            # Your image may be an end of a live slider's path (point -1): its views get the new latent. A
+            # refused input (one error message) clears the previous input's pictures.
+            then(dep.success(**page.io.overlay.io(), **LIVE, **private(), show_progress="hidden"), *page.io.recipes)
+            cleared_on_failure(dep, step.outputs)
+
+        follow(self.button.click(**step.io(), api_name="reconstruct", **HEAVY))
         for listener in (self.noise.release, self.mask.input, self.source.input, page.recon_point.submit):
-            then(listener(**step.io(), **HEAVY, **private()), page.io.overlay, *page.io.recipes)
+            follow(listener(**step.io(), **HEAVY, **private()))
+        # An upload or a drawing becomes the input and is reconstructed at once, in one request.
+        inputs = [page.run_dd, page.recon_point, self.upload, self.sketch, page.session]
+        outputs = [self.source, self.noise, self.mask, *step.outputs]
+        follow(self.upload.upload(self.from_upload, inputs, outputs, **HEAVY, **private()))
+        follow(self.sketch.input(self.from_drawing, inputs, outputs, trigger_mode="always_last", **HEAVY, **private()))
 
     # ---- handlers ---------------------------------------------------------------------------------------
+    def from_upload(self, name, point, upload, sketch, session):
+        """A new upload: the input, shown without noise or mask (those were set for the previous input)."""
+        return ("upload", 0.0, "none", *self.reconstruct(name, "upload", point, upload, sketch, 0.0, "none", session))
+
+    def from_drawing(self, name, point, upload, sketch, session):
+        """A new stroke: the drawing becomes the input, as an upload does. A blank canvas (the sketchpad also
+        reports its first showing) changes nothing."""
+        composite = sketch.get("composite") if isinstance(sketch, dict) else sketch
+        if composite is None or not np.asarray(composite).any():
+            return (gr.skip(),) * 8
+        return ("drawing", 0.0, "none", *self.reconstruct(name, "drawing", point, upload, sketch, 0.0, "none", session))
+
     def _input_image(self, run: LoadedRun, source: str, point, upload, sketch):
         """The chosen input as a float tensor (1, C, H, W) in [0, 1] and a one-line description."""
         if source == "dataset point":
