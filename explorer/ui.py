@@ -2,10 +2,10 @@
 gr.Blocks; `launch_options()` the arguments its launch() needs (theme, CSS, upload limit).
 
 Layout: the run picker and the latent map stay on the left (`tabs.map_panel`); tabs on the right show a
-lesson for a class (first), the clicked point, reconstruction, prior samples, interpolation, attribute arithmetic, disentanglement and
-downloads, one module each under `explorer/tabs/`, each with its components, handlers and events. Every
-operation is a named endpoint (`api_name`), so everything the page does can be scripted with
-gradio_client; the concurrency groups are described in `tabs/events.py`.
+lesson for a class (first), the clicked point, reconstruction, prior samples, interpolation, attribute
+arithmetic, disentanglement, the training timeline and downloads, one module each under `explorer/tabs/`,
+each with its components, handlers and events. Every operation is a named endpoint (`api_name`), so
+everything the page does can be scripted with gradio_client; the concurrency groups are described in `tabs/events.py`.
 """
 from __future__ import annotations
 
@@ -127,9 +127,7 @@ def _explorer_page(demo: gr.Blocks, page: Page, steps: list[LessonStep]) -> None
         with gr.Column(scale=6, min_width=460):
             with gr.Tabs(elem_id="tabs") as page.tabs:
                 for label, tab_id, tab in tabs:
-                    # The Point tab is on the page from the start (Gradio draws other tabs when first
-                    # opened): a map click fills its pictures while the lesson is shown.
-                    with gr.Tab(label, id=tab_id, render_children=label == "Point"):
+                    with gr.Tab(label, id=tab_id):
                         tab.layout(page)
 
     parts = [map_panel] + [tab for _, _, tab in tabs]

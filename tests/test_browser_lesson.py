@@ -9,6 +9,7 @@ Needs Debian's chromium (/usr/bin/chromium) and the playwright Python package; s
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -77,6 +78,7 @@ def test_every_lesson_step_sets_up_its_state(page, app):
     loaded = set(app.points.run_choices())
     assert selected_tab(page) == "Lesson"   # the first tab
     for i, step in enumerate(steps):
+        started = time.perf_counter()
         if i:
             open_tab(page, "Lesson")
             page.locator("#lesson-next").click()
@@ -119,6 +121,7 @@ def test_every_lesson_step_sets_up_its_state(page, app):
             wait_for(lambda: page.evaluate("document.querySelector('#latent-map .vae-map-plot').data[0]"
                                            ".marker.color !== undefined"), "the coloured map")
         page.screenshot(path=os.path.join(ARTIFACTS, f"step-{i + 1}.png"), full_page=True)
+        print(f"lesson step {i + 1} ({step.tab}, {run}): {time.perf_counter() - started:.1f} s")
     assert not page.errors, page.errors
 
 
@@ -127,7 +130,8 @@ def test_presenter_view_moves_steps_with_the_arrow_keys(page):
     last = value(page, "#lesson-step input")
     normal = page.evaluate("parseFloat(getComputedStyle(document.querySelector('#lesson-caption p')).fontSize)")
     page.locator("#lesson-presenter .lesson-present").click()
-    wait_for(lambda: page.evaluate("document.body.classList.contains('lesson-presenting')"), "the presenter view")
+    wait_for(lambda: page.evaluate("!!document.querySelector('#lesson.lesson-presenting')"), "the presenter view")
+    wait_for(lambda: page.evaluate("document.fullscreenElement === document.documentElement"), "full screen")
     larger = page.evaluate("parseFloat(getComputedStyle(document.querySelector('#lesson-caption p')).fontSize)")
     assert larger >= 1.3 * normal, (normal, larger)
     page.locator("body").click(position={"x": 5, "y": 5})   # the focus leaves the button, as a presenter's would
@@ -145,7 +149,7 @@ def test_presenter_view_moves_steps_with_the_arrow_keys(page):
     wait_for(lambda: value(page, "#lesson-step input") == last, "the next step")
     page.screenshot(path=os.path.join(ARTIFACTS, "presenter.png"))
     page.locator("#lesson-presenter .lesson-present").click()
-    wait_for(lambda: not page.evaluate("document.body.classList.contains('lesson-presenting')"), "leaving")
+    wait_for(lambda: not page.evaluate("!!document.querySelector('#lesson.lesson-presenting')"), "leaving")
     page.keyboard.press("ArrowLeft")
     page.wait_for_timeout(500)
     assert value(page, "#lesson-step input") == last   # no step keys outside the presenter view

@@ -4,16 +4,22 @@
 // Runs as the gr.HTML's `js_on_load` (explorer/tabs/lesson.py); Gradio provides `element`. The keys click
 // the tab's own ◀ / ▶ buttons, so a step change goes through the same Python events as a click. Keys typed
 // into a text field, a number box or a menu are left alone.
+//
+// The presenter state is a class on the tab's column (#lesson): Gradio scopes the app's CSS to its
+// container, so a class on <body> could not be styled.
 const PRESENTING = 'lesson-presenting';
+const ENTER = '⛶ Present', LEAVE = '✕ Leave';
 const button = element.querySelector('.lesson-present');
 
 function presenting() {
-  return document.body.classList.contains(PRESENTING);
+  const lesson = document.getElementById('lesson');
+  return Boolean(lesson && lesson.classList.contains(PRESENTING));
 }
 
 function setPresenting(on) {
-  document.body.classList.toggle(PRESENTING, on);
-  button.textContent = on ? '✕ Leave presenter view' : '⛶ Presenter view';
+  const lesson = document.getElementById('lesson');
+  if (lesson) lesson.classList.toggle(PRESENTING, on);
+  document.querySelectorAll('.lesson-present').forEach((b) => { b.textContent = on ? LEAVE : ENTER; });
 }
 
 button.addEventListener('click', () => {
@@ -39,7 +45,7 @@ function typing(target) {
 if (!window.vaeLessonKeys) {
   window.vaeLessonKeys = true;
   document.addEventListener('keydown', (e) => {
-    if (!document.body.classList.contains(PRESENTING) || e.altKey || e.ctrlKey || e.metaKey || typing(e.target)) return;
+    if (!presenting() || e.altKey || e.ctrlKey || e.metaKey || typing(e.target)) return;
     const id = e.key === 'ArrowRight' ? 'lesson-next' : e.key === 'ArrowLeft' ? 'lesson-prev' : null;
     const target = id && document.getElementById(id);
     if (!target) return;
@@ -48,9 +54,6 @@ if (!window.vaeLessonKeys) {
   });
   // Esc leaves full screen without a click on the button: leave the presenter view with it.
   document.addEventListener('fullscreenchange', () => {
-    if (!document.fullscreenElement && document.body.classList.contains(PRESENTING)) {
-      document.body.classList.remove(PRESENTING);
-      document.querySelectorAll('.lesson-present').forEach((b) => { b.textContent = '⛶ Presenter view'; });
-    }
+    if (!document.fullscreenElement && presenting()) setPresenting(false);
   });
 }

@@ -25,7 +25,7 @@ from ..runs import LoadedRun
 from .events import DECODE, LIVE, Page, private, then
 
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
-PRESENTER = '<button class="lesson-present" type="button">⛶ Presenter view</button>'
+PRESENTER = '<button class="lesson-present" type="button" title="Full screen, larger type, ← / → for steps">⛶ Present</button>'
 
 
 @lru_cache(maxsize=None)
@@ -43,12 +43,12 @@ class LessonTab:
 
     def layout(self, page: Page) -> None:
         with gr.Column(elem_id="lesson"):
-            with gr.Row(elem_id="lesson-nav", equal_height=True):
-                self.prev = gr.Button("◀", elem_id="lesson-prev", size="sm", scale=0, min_width=50)
+            with gr.Row(elem_id="lesson-nav"):
+                self.prev = gr.Button("◀", elem_id="lesson-prev", scale=0, min_width=56)
                 self.step = gr.Dropdown([(f"{i + 1}. {s.title}", i) for i, s in enumerate(self.steps)], value=0,
                                         label=f"Step (of {len(self.steps)})", elem_id="lesson-step", scale=4)
-                self.next = gr.Button("▶", elem_id="lesson-next", size="sm", scale=0, min_width=50)
-                gr.HTML(PRESENTER, js_on_load=_script(), elem_id="lesson-presenter", scale=0, min_width=160)
+                self.next = gr.Button("▶", elem_id="lesson-next", scale=0, min_width=56)
+                gr.HTML(PRESENTER, js_on_load=_script(), elem_id="lesson-presenter", scale=0, min_width=110)
             first = self.steps[0]
             self.caption = gr.Markdown(self._caption(0), latex_delimiters=LATEX, elem_id="lesson-caption")
             self.question = gr.Markdown(self._question(first), latex_delimiters=LATEX, elem_id="lesson-question")
