@@ -1,8 +1,8 @@
 """The lesson file: the steps of the Lesson tab, in a Markdown file a teacher edits without Python.
 
 Format (the bundled `lessons/vae_lesson.md` starts with the same description): anything before the first
-line that is exactly `---` (not indented) is a header and is ignored. Each step is a front-matter block between two `---`
-lines, `field: value` per line (blank lines and lines starting with `#` are skipped), followed by its
+line that is exactly `---` (not indented) is a header and is ignored. Each step is a front-matter block
+between two `---` lines, `field: value` per line (blank lines and lines starting with `#` are skipped), followed by its
 body: the caption (Markdown, `$...$` / `$$...$$` for LaTeX), then a line starting with `Question:` and a
 line starting with `Answer:`, each followed by its text. A `---` line always starts the next step, so a
 body cannot contain one.

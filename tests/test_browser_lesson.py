@@ -154,3 +154,13 @@ def test_presenter_view_moves_steps_with_the_arrow_keys(page):
     page.wait_for_timeout(500)
     assert value(page, "#lesson-step input") == last   # no step keys outside the presenter view
     assert not page.errors, page.errors
+
+
+def test_the_set_up_endpoint_refuses_a_bad_step_and_keeps_serving(app):
+    from gradio_client import Client
+
+    client = Client(app.url, verbose=False)
+    with pytest.raises(Exception, match="lesson step|not in the list"):
+        client.predict(99, "mnist-vae", api_name="/lesson_setup")
+    out = client.predict(2, "dsprites-vae", api_name="/lesson_setup")   # step 3: mnist-vae, A = 1, B = 2
+    assert out[0] == "mnist-vae" and (out[3], out[4]) == (1, 2), out[:5]
