@@ -3,6 +3,7 @@
     python app.py                      # runs in assets/ and ./runs
     python app.py --runs runs/ other/  # other folders (each a run folder or a folder of runs)
     python app.py --host 0.0.0.0 --port 7860 --share no
+    python app.py --lesson my_lesson.md    # another lesson in the Lesson tab (format: explorer/lessons/)
 
 On Hugging Face Spaces this file is the entry point (README front matter: app_file: app.py).
 """
@@ -54,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                    help="address to listen on (0.0.0.0 to serve the local network; default 127.0.0.1)")
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    p.add_argument("--lesson", metavar="FILE", default=None,
+                   help="the lesson file of the Lesson tab (default: explorer/lessons/vae_lesson.md)")
     p.add_argument("--share", choices=["yes", "no"], default="no",
                    help="also open a temporary public gradio.live link (default no)")
     return p.parse_args(argv)
@@ -63,6 +66,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     _writable_caches()
     _torch_threads()
+    from explorer.lesson_file import LessonError, load_lesson
     from explorer.limits import quiet_refusals
     from explorer.ui import build_app, launch_options
 
@@ -70,7 +74,12 @@ def main(argv=None) -> int:
         if not os.path.isdir(folder):
             print(f"error: --runs {folder}: no such folder", file=sys.stderr)
             return 2
-    demo = build_app(args.runs)
+    try:
+        lesson = load_lesson(args.lesson)
+    except LessonError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    demo = build_app(args.runs, lesson=lesson)
     quiet_refusals()
     # SIGTERM (a Space restarting, a supervisor stopping the app) closes the server the way Ctrl-C does, so
     # the app's temp folders are removed at exit.

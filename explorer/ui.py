@@ -1,11 +1,11 @@
 """The Gradio app: the page layout and the state its parts share. `build_app(roots)` returns the
 gr.Blocks; `launch_options()` the arguments its launch() needs (theme, CSS, upload limit).
 
-Layout: the run picker and the latent map stay on the left (`tabs.map_panel`); tabs on the right show the
-clicked point, reconstruction, prior samples, interpolation, attribute arithmetic, disentanglement and
-downloads, one module each under `explorer/tabs/`, each with its components, handlers and events. Every
-operation is a named endpoint (`api_name`), so everything the page does can be scripted with
-gradio_client; the concurrency groups are described in `tabs/events.py`.
+Layout: the run picker and the latent map stay on the left (`tabs.map_panel`); tabs on the right show a
+lesson for a class (first), the clicked point, reconstruction, prior samples, interpolation, attribute
+arithmetic, disentanglement, the training timeline and downloads, one module each under `explorer/tabs/`,
+each with its components, handlers and events. Every operation is a named endpoint (`api_name`), so
+everything the page does can be scripted with gradio_client; the concurrency groups are described in `tabs/events.py`.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 import gradio as gr
 
 from . import limits, ui_decode, ui_map
+from .lesson_file import TABS, LessonStep, load_lesson
 from .points import Points
 from .runs import RunRegistry
 from .tabs.attributes import AttributesTab
@@ -22,6 +23,7 @@ from .tabs.disentangle import DisentangleTab
 from .tabs.downloads import DownloadsTab
 from .tabs.events import DECODE, LIVE, Page, private, then
 from .tabs.interpolate import InterpolateTab
+from .tabs.lesson import LessonTab
 from .tabs.map_panel import MapPanel
 from .tabs.point import PointTab
 from .tabs.reconstruct import ReconstructTab
@@ -78,9 +80,12 @@ def default_roots() -> list[str]:
     return list(dict.fromkeys(roots))
 
 
-def build_app(roots: Optional[Sequence[str]] = None, registry: Optional[RunRegistry] = None) -> gr.Blocks:
-    """The explorer over the runs found under `roots` (default: assets/ and ./runs)."""
+def build_app(roots: Optional[Sequence[str]] = None, registry: Optional[RunRegistry] = None,
+              lesson: Optional[Sequence[LessonStep]] = None) -> gr.Blocks:
+    """The explorer over the runs found under `roots` (default: assets/ and ./runs), with the steps of a
+    lesson file in its Lesson tab (default: the bundled lesson)."""
     roots = list(roots) if roots else default_roots()
+    steps = list(lesson) if lesson else load_lesson()
     points = Points(registry or RunRegistry(roots))
     # Serve exactly plotly.min.js, our static folder and each run's decoder.onnx (the live sliders decode
     # in the browser); the rest of a run folder is never served (images are sent as decoded pictures).
@@ -91,7 +96,7 @@ def build_app(roots: Optional[Sequence[str]] = None, registry: Optional[RunRegis
         if not names:
             _no_runs_page(roots, points)
         else:
-            _explorer_page(demo, Page(points, names))
+            _explorer_page(demo, Page(points, names), steps)
     demo.queue(default_concurrency_limit=2, max_size=256)
     demo.points = points  # the registry behind the page, for tests and benchmarks
     return demo
@@ -106,17 +111,16 @@ def _no_runs_page(roots: Sequence[str], points: Points) -> None:
         gr.Markdown(note)
 
 
-def _explorer_page(demo: gr.Blocks, page: Page) -> None:
+def _explorer_page(demo: gr.Blocks, page: Page, steps: list[LessonStep]) -> None:
     page.session = gr.State({})
     downloads = Downloads()
     map_panel = MapPanel(page)
     point, reconstruct, samples = PointTab(page), ReconstructTab(page), SamplesTab(page)
     interpolate, attributes, disentangle = InterpolateTab(page, downloads), AttributesTab(page), DisentangleTab(page)
-    tabs = [("Point", "tab-point", point), ("Reconstruct", "tab-recon", reconstruct),
-            ("Samples", "tab-samples", samples), ("Interpolate", "tab-interp", interpolate),
-            ("Attributes", "tab-attr", attributes), ("Disentangle", "tab-dis", disentangle),
-            ("Training", "tab-train", TimelineTab(page)),
-            ("Downloads", "tab-dl", DownloadsTab(page, downloads, disentangle, interpolate))]
+    parts = {"Lesson": LessonTab(page, steps, map_panel, attributes), "Point": point, "Reconstruct": reconstruct,
+             "Samples": samples, "Interpolate": interpolate, "Attributes": attributes, "Disentangle": disentangle,
+             "Training": TimelineTab(page), "Downloads": DownloadsTab(page, downloads, disentangle, interpolate)}
+    tabs = [(label, TABS[label], tab) for label, tab in parts.items()]
 
     with gr.Row(elem_id="header"):
         gr.Markdown(f"# {TITLE}\n{INTRO}", elem_id="title")
@@ -125,7 +129,7 @@ def _explorer_page(demo: gr.Blocks, page: Page) -> None:
             map_panel.layout(page)
         with gr.Column(scale=6, min_width=460):
             # wrap: a tab bar too wide for the column wraps onto a second row instead of hiding tabs in a menu.
-            with gr.Tabs(elem_id="tabs", overflow_behavior="wrap"):
+            with gr.Tabs(elem_id="tabs", overflow_behavior="wrap") as page.tabs:
                 for label, tab_id, tab in tabs:
                     with gr.Tab(label, id=tab_id):
                         tab.layout(page)
@@ -133,9 +137,19 @@ def _explorer_page(demo: gr.Blocks, page: Page) -> None:
     parts = [map_panel] + [tab for _, _, tab in tabs]
     for part in parts:
         part.define_steps(page)
+    page.refresh = run_switch_views(page.io)
     for part in parts:
         part.wire(page)
     _wire_run_switch(demo, page)
+
+
+def run_switch_views(io) -> tuple:
+    """The steps that refresh every tab after a run switch (and after a lesson step's set-up)."""
+    # The live views' recipes come first: they are cheap and make the sliders live before the grids arrive.
+    # Every panel that shows something of a run is in this list: what it leaves out keeps the previous run's
+    # pictures (the analogy, a selection, a saved GIF).
+    return (*io.recipes, io.point, io.overlay, io.strip, io.frame, io.attribute, io.reconstruct, io.disentangle,
+            io.live, io.sample, io.compare, io.analogy, io.selection, io.gif_reset)
 
 
 def _wire_run_switch(demo: gr.Blocks, page: Page) -> None:
@@ -143,12 +157,10 @@ def _wire_run_switch(demo: gr.Blocks, page: Page) -> None:
     (quietly: the card says what is missing). The default run's first view is computed when a page
     opens."""
     io = page.io
-    # The live views' recipes come first: they are cheap and make the sliders live before the grids arrive.
-    # Every panel that shows something of a run is in this list: what it leaves out keeps the previous run's
-    # pictures (the analogy, a selection, a saved GIF).
-    views = (*io.recipes, io.point, io.overlay, io.strip, io.frame, io.attribute, io.reconstruct, io.disentangle,
-             io.live, io.sample, io.compare, io.analogy, io.selection, io.gif_reset)
-    for listener, public in ((page.run_dd.change, True), (demo.load, False)):
+    views = page.refresh
+    # `.input`, not `.change`: a lesson step sets the run from code and chains these steps itself, with its
+    # own points; a `.change` chain would run alongside and reset them.
+    for listener, public in ((page.run_dd.input, True), (demo.load, False)):
         naming = dict(api_name="select_run") if public else private()
         dep = listener(**io.select_run.io(), **naming, **DECODE)
         dep = dep.success(**io.first_points.io(), **LIVE, **private())

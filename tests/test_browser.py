@@ -48,6 +48,7 @@ def page(app_url):
         pg.on("pageerror", lambda e: errors.append(str(e)))
         pg.goto(app_url)
         pg.wait_for_selector("#latent-map .vae-map-plot .main-svg", timeout=60_000)
+        open_tab(pg, "Point")   # the page opens on the Lesson tab; Gradio draws a tab when it is opened
         wait_for(lambda: image_src(pg, "#pt-image") is not None, "the first point's image")
         pg.errors = errors
         yield pg
@@ -114,7 +115,13 @@ def shot(page, name: str) -> None:
 
 
 def open_tab(page, name: str) -> None:
-    page.locator("#tabs button[role=tab]", has_text=name).first.click()
+    """Click a tab's button; on a narrow page Gradio moves the last tabs into its "More tabs" menu."""
+    button = page.locator("#tabs button[role=tab]", has_text=name)
+    if button.count():
+        button.first.click()
+        return
+    page.locator("#tabs .overflow-menu > button").click()
+    page.locator("#tabs .overflow-dropdown button", has_text=name).first.click()
 
 
 def map_point_position(page, row: int) -> tuple[float, float]:
