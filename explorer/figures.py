@@ -275,9 +275,10 @@ def _color_values(run: LoadedRun, color_by: str) -> tuple[Optional[np.ndarray], 
     if color_by == "split" and "split" in lat:
         return lat["split"].astype(np.float64), "categorical"
     if color_by in run.label_names and "labels" in lat:
-        k = run.label_names.index(color_by)
-        kind = run.label_kinds[k] if k < len(run.label_kinds) else "continuous"
-        return lat["labels"][:, k].astype(np.float64), kind
+        info = run.labels[run.label_names.index(color_by)]
+        codes = lat["labels"][:, run.label_names.index(color_by)]
+        # Ordered factors stored as class indices (dSprites' position, scale...) are coloured by their real value.
+        return (codes.astype(np.float64), info.kind) if info.is_categorical else (info.real(codes), "continuous")
     if isinstance(color_by, str) and color_by.startswith("z") and color_by[1:].isdigit():
         d = int(color_by[1:])
         if d < run.latent_dim:
@@ -285,9 +286,12 @@ def _color_values(run: LoadedRun, color_by: str) -> tuple[Optional[np.ndarray], 
     raise UserError(f"cannot colour the map by {color_by!r} (choose one of: {', '.join(color_options(run))})")
 
 
-def _category_label(color_by: str, value: float) -> str:
+def _category_label(run: LoadedRun, color_by: str, value: float) -> str:
+    """The legend's name of a category: 'train', 'heart', '7', 'glasses'."""
     if color_by == "split":
         return {0: "train", 1: "test"}.get(int(value), str(value))
+    if color_by in run.label_names:
+        return run.labels[run.label_names.index(color_by)].format(value)
     return f"{int(value)}" if float(value).is_integer() else f"{value:g}"
 
 
@@ -321,7 +325,7 @@ def map_payload(run: LoadedRun, color_by: str = "none") -> dict:
         else:
             counts = np.bincount(codes, minlength=len(categories))
             payload["color"] = codes.astype(np.int64).tolist()
-            payload["legend"] = [{"code": i, "label": _category_label(color_by, c), "color": PALETTE[i],
+            payload["legend"] = [{"code": i, "label": _category_label(run, color_by, c), "color": PALETTE[i],
                                   "count": int(counts[i])} for i, c in enumerate(categories)]
     if values is not None and kind == "continuous":
         payload["color"] = np.round(values, 4).tolist()

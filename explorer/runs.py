@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from training.config import RunConfig
+from training.data import describe_labels
 from training.errors import UserError
 from training.latent_map import LatentIndex
 from training.runfolder import (ATTRIBUTES_FILE, LATENTS_FILE, METRICS_FILE, Metrics, check_run_folder,
@@ -71,6 +72,12 @@ class LoadedRun:
         if not self.attributes:
             return []
         return list(self.attributes.get("attributes", {}))
+
+    @functools.cached_property
+    def labels(self) -> list:
+        """What each label column means (training.data.LabelInfo): names, kinds, value names and units from
+        the dataset named in config.json, so that runs exported before these descriptions get them too."""
+        return describe_labels(self.config.data.name, self.label_names, self.label_kinds)
 
     @functools.cached_property
     def latent_index(self) -> LatentIndex:

@@ -75,10 +75,6 @@ class PointTab:
         return grid, figures.show(mean), selection_markdown(run, rows)
 
 
-def _fmt(value) -> str:
-    return f"{float(value):.3g}" if isinstance(value, (float, np.floating)) else str(value)
-
-
 def describe_point(run: LoadedRun, p: int) -> str:
     lat = run.latents
     parts = [f"**point {p}**"]
@@ -88,7 +84,7 @@ def describe_point(run: LoadedRun, p: int) -> str:
         parts.append("test split" if int(lat["split"][p]) == 1 else "train split")
     lines = [" · ".join(parts)]
     if "labels" in lat and run.label_names:
-        lines.append(", ".join(f"{n} = {_fmt(v)}" for n, v in zip(run.label_names, lat["labels"][p])))
+        lines.append(", ".join(f"{info.title} = {info.format(v)}" for info, v in zip(run.labels, lat["labels"][p])))
     x, y = lat["xy"][p]
     lines.append(f"map position ({x:.2f}, {y:.2f})")
     return "  \n".join(lines)
@@ -99,6 +95,21 @@ def selection_markdown(run: LoadedRun, rows: list) -> str:
         f" (showing the first {MAX_SELECTION_SHOWN})" if len(rows) > MAX_SELECTION_SHOWN else "")
     if run.label_names and "labels" in run.latents:
         labels = run.latents["labels"][rows]
-        means = ", ".join(f"{n} {labels[:, k].mean():.3g}" for k, n in enumerate(run.label_names))
-        info += f"  \nmean labels: {means}"
+        info += "".join(f"  \n{label_summary(label, labels[:, k])}" for k, label in enumerate(run.labels))
     return info + "  \nRight: the decoded mean of their latents."
+
+
+def label_summary(label, codes: np.ndarray, most: int = 6) -> str:
+    """One label over a selection: counts of its classes, most frequent first ('digit: 3 ×12, 8 ×5'), or the
+    mean and range of a continuous value ('x: mean 0.42 (0.1 – 0.9)')."""
+    if label.is_categorical:
+        values, counts = np.unique(np.asarray(codes, dtype=np.float64), return_counts=True)
+        order = np.argsort(-counts, kind="stable")
+        shown = ", ".join(f"{label.format(values[i])} ×{int(counts[i])}" for i in order[:most])
+        more = f", {len(order) - most} more" if len(order) > most else ""
+        return f"{label.title}: {shown}{more}"
+    real = label.real(codes)
+    low, high = label.format_real(float(real.min())), label.format_real(float(real.max()))
+    if low == high:
+        return f"{label.title}: all {low}"
+    return f"{label.title}: mean {label.format_real(float(real.mean()))} ({low} – {high})"
