@@ -26,8 +26,13 @@ PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b
 MAX_CATEGORIES = len(PALETTE)
 MAX_CSV_VALUES = 20_000_000  # N * D above this is too big for a CSV download; use latents.npz
 MAX_DISPLAY_SIDE = 2048
-IMAGE_PX = 224            # single images are enlarged (nearest neighbour) to about this size
-GRID_PX = 640             # grids and strips: longest side about this size
+# Sizes for a projector at the back of a classroom: single images at least IMAGE_PX, every tile of a grid
+# or strip at least TILE_PX, always by a whole nearest-neighbour factor (crisp pixels, no smoothing).
+IMAGE_PX = 192
+TILE_PX = 96
+TEXT_PX = 16              # text drawn into pictures and charts (at least 14 px on screen)
+LABEL_BG = "#f2f2f2"      # label bands: a light band of their own, readable on a light and a dark page
+LABEL_INK = "#1a1a1a"
 
 
 # ---- image grids ---------------------------------------------------------------------------------------
@@ -90,6 +95,20 @@ def to_pil(image) -> Image.Image:
     return Image.fromarray(a[..., 0] if a.shape[2] == 1 else a, mode="L" if a.shape[2] == 1 else "RGB")
 
 
+def factor_for(side: int, minimum: int) -> int:
+    """The smallest whole factor that brings `side` pixels to at least `minimum` (1 when already there)."""
+    return max(1, -(-int(minimum) // max(1, int(side))))
+
+
+def enlarge(image, minimum: int) -> Image.Image:
+    """Nearest-neighbour enlargement by the smallest whole factor that makes the longer side >= minimum."""
+    im = to_pil(image)
+    factor = min(factor_for(max(im.size), minimum), max(1, MAX_DISPLAY_SIDE // max(im.size)))
+    if factor == 1:
+        return im
+    return im.resize((im.size[0] * factor, im.size[1] * factor), resample=Image.Resampling.NEAREST)
+
+
 def upscale(image, size: int) -> Image.Image:
     """Nearest-neighbour enlargement by the largest integer factor that keeps the longer side <= size
     (at least 1): small images stay crisp instead of blurry."""
@@ -108,37 +127,69 @@ def to_png_bytes(image) -> bytes:
 
 
 def show(image, size: int = IMAGE_PX) -> Image.Image:
-    """One image as shown in the app: uint8 (H, W, C) enlarged with nearest neighbour (stays crisp)."""
-    return upscale(image, size)
+    """One image as shown in the app: uint8 (H, W, C) enlarged with nearest neighbour to at least `size` px."""
+    return enlarge(image, size)
 
 
-def grid(images, nrow: int, size: int = GRID_PX) -> Image.Image:
-    """A grid of images as shown in the app: enlarged to about `size` pixels when smaller."""
-    picture = image_grid(images, nrow=nrow)
-    return upscale(picture, size) if max(picture.size) < size else picture
+def enlarged_tiles(images, tile: int = TILE_PX) -> np.ndarray:
+    """uint8 (B, H, W, C) with every image repeated by the whole factor that makes it >= `tile` px."""
+    a = _as_uint8_batch(images)
+    f = factor_for(max(a.shape[1:3]), tile)
+    return a if f == 1 else a.repeat(f, axis=1).repeat(f, axis=2)
 
 
-def captioned_grid(images, captions: Sequence[str], nrow: int, tile: int = 64) -> Image.Image:
-    """Thumbnails (B, h, w, C) uint8 in rows of `nrow`, each enlarged to `tile` px with its caption below.
-    One picture instead of a gallery of files: a click sends three images, not ten."""
-    font = _font(12)
-    n = len(images)
+def grid(images, nrow: int, tile: int = TILE_PX) -> Image.Image:
+    """A grid or strip of images as shown in the app: each tile enlarged (nearest neighbour, a whole factor)
+    to at least `tile` px, thin grey lines between them."""
+    return image_grid(enlarged_tiles(images, tile), nrow=nrow, padding=3)
+
+
+def labelled_grid(images, nrow: int, row_labels: Sequence[Sequence[str]], column_labels: Sequence[str],
+                  tile: int = TILE_PX) -> Image.Image:
+    """A grid (rows of `nrow` tiles, as `grid`) with a label band left of each row (one to three lines:
+    'z3', 'KL 2.31', 'moves x') and the column values under the last row: the picture says what it shows,
+    also when it is downloaded and pasted into a slide."""
+    body = grid(images, nrow=nrow, tile=tile).convert("RGB")
+    a = _as_uint8_batch(images)
+    rows = math.ceil(a.shape[0] / max(1, min(int(nrow), a.shape[0])))
+    side = (body.size[1] - 3) // rows - 3  # tile height after enlarging
+    font = _font(TEXT_PX)
+    probe = ImageDraw.Draw(body)
+    label_w = 12 + int(max([probe.textlength(line, font=font) for lines in row_labels for line in lines] + [40]))
+    foot_h = TEXT_PX + 12
+    sheet = Image.new("RGB", (label_w + body.size[0], body.size[1] + foot_h), LABEL_BG)
+    sheet.paste(body, (label_w, 0))
+    draw = ImageDraw.Draw(sheet)
+    line_h = TEXT_PX + 4
+    for r, lines in enumerate(list(row_labels)[:rows]):
+        top = 3 + r * (side + 3) + (side - line_h * len(lines)) / 2
+        for k, line in enumerate(lines):
+            draw.text((6, top + k * line_h), line, fill=LABEL_INK, font=font)
+    for c, text in enumerate(list(column_labels)[:nrow]):
+        centre = label_w + 3 + c * (side + 3) + side / 2
+        draw.text((centre - probe.textlength(text, font=font) / 2, body.size[1] + 5), text, fill=LABEL_INK, font=font)
+    return sheet
+
+
+def captioned_grid(images, captions: Sequence[str], nrow: int, tile: int = TILE_PX) -> Image.Image:
+    """Thumbnails (B, h, w, C) uint8 in rows of `nrow`, each enlarged (a whole nearest-neighbour factor) to
+    at least `tile` px with its caption below. One picture instead of a gallery of files: a click sends
+    three images, not ten."""
+    font = _font(TEXT_PX)
+    a = enlarged_tiles(images, tile)
+    n, side = a.shape[0], max(a.shape[1:3])
     cols = max(1, min(nrow, n))
     rows = int(math.ceil(n / cols))
-    pad, text_h = 4, 16
-    sheet = Image.new("RGB", (cols * (tile + pad) + pad, rows * (tile + text_h + pad) + pad), "white")
+    pad, text_h = 4, TEXT_PX + 6
+    sheet = Image.new("RGB", (cols * (side + pad) + pad, rows * (side + text_h + pad) + pad), LABEL_BG)
     draw = ImageDraw.Draw(sheet)
-    for k, (image, caption) in enumerate(zip(images, captions)):
+    for k, caption in enumerate(list(captions)[:n]):
         r, c = divmod(k, cols)
-        x, y = pad + c * (tile + pad), pad + r * (tile + text_h + pad)
-        thumb = to_pil(image).convert("RGB")
-        factor = max(1, tile // max(thumb.size))
-        thumb = thumb.resize((thumb.size[0] * factor, thumb.size[1] * factor), Image.Resampling.NEAREST)
-        if max(thumb.size) > tile:
-            thumb = thumb.resize((tile, tile), Image.Resampling.BOX)
-        sheet.paste(thumb, (x + (tile - thumb.size[0]) // 2, y + (tile - thumb.size[1]) // 2))
+        x, y = pad + c * (side + pad), pad + r * (side + text_h + pad)
+        thumb = to_pil(a[k]).convert("RGB")
+        sheet.paste(thumb, (x + (side - thumb.size[0]) // 2, y + (side - thumb.size[1]) // 2))
         width = draw.textlength(caption, font=font)
-        draw.text((x + (tile - width) / 2, y + tile + 1), caption, fill="#333333", font=font)
+        draw.text((x + (side - width) / 2, y + side + 2), caption, fill=LABEL_INK, font=font)
     return sheet
 
 
@@ -146,7 +197,7 @@ def make_gif(frames, fps: float = 10.0, pingpong: bool = False, size: Optional[i
     """An animated GIF (loops forever) from frames: uint8 (T, H, W, C) or a list of images.
 
     pingpong: play forwards then backwards (without repeating the end frames).
-    size:     nearest-neighbour upscale each frame to about this many pixels (see `upscale`).
+    size:     nearest-neighbour enlargement of each frame to at least this many pixels (see `enlarge`).
     """
     a = _as_uint8_batch(frames)
     fps = float(fps)
@@ -159,7 +210,7 @@ def make_gif(frames, fps: float = 10.0, pingpong: bool = False, size: Optional[i
         order += order[-2:0:-1]
     images = [to_pil(a[i]) for i in order]
     if size:
-        images = [upscale(im, size) for im in images]
+        images = [enlarge(im, size) for im in images]
     images = [im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT) if im.mode == "RGB" else im
               for im in images]
     buf = io.BytesIO()

@@ -23,6 +23,7 @@ from training.config import RunConfig
 from training.data import describe_labels
 from training.errors import UserError
 from training.latent_map import LatentIndex
+from training.metrics.mig import factor_entropies, histogram_discretize, mutual_information_matrix
 from training.runfolder import (ATTRIBUTES_FILE, LATENTS_FILE, METRICS_FILE, Metrics, check_run_folder,
                                 is_finished, is_run_folder, load_attributes, load_latents, load_run, read_metrics)
 
@@ -30,6 +31,8 @@ from . import model_card
 
 # Folder names never searched for runs.
 _SKIP_DIRS = {"__pycache__", "node_modules"}
+MI_BINS = 20  # bins per latent dimension for the label information, as in MIG's protocol
+
 
 @dataclass
 class LoadedRun:
@@ -78,6 +81,24 @@ class LoadedRun:
         """What each label column means (training.data.LabelInfo): names, kinds, value names and units from
         the dataset named in config.json, so that runs exported before these descriptions get them too."""
         return describe_labels(self.config.data.name, self.label_names, self.label_kinds)
+
+    @functools.cached_property
+    def label_information(self) -> Optional[np.ndarray]:
+        """(D, labels) share of each label's entropy that each latent dimension carries: the mutual
+        information MIG uses (training.metrics.mig: 20 equal-width bins per dimension, nats) divided by the
+        label's entropy, on the exported table. Computed once per run; None without labels."""
+        if self.latents is None or "labels" not in self.latents or not self.label_names or self.is_vq:
+            return None
+        labels = self.latents["labels"].astype(np.float64)
+        # Labels with many distinct real values are binned like the codes (MI needs discrete classes).
+        classes = np.stack([np.unique(labels[:, k], return_inverse=True)[1].reshape(-1)
+                            if len(np.unique(labels[:, k])) <= MI_BINS
+                            else histogram_discretize(labels[:, k:k + 1], MI_BINS)[:, 0]
+                            for k in range(labels.shape[1])], axis=1).astype(np.int64)
+        mu = self.latents["mu"].astype(np.float64)
+        mi = mutual_information_matrix(histogram_discretize(mu, MI_BINS), classes)
+        entropy = factor_entropies(classes)
+        return mi / np.where(entropy > 0, entropy, np.inf)[None, :]
 
     @functools.cached_property
     def latent_index(self) -> LatentIndex:

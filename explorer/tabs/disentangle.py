@@ -21,7 +21,9 @@ from ..runs import LoadedRun
 from .events import HEAVY, LIVE, Page, Step, image_out, pixel_image, private, then
 
 LIVE_DIMS = 6             # live sliders for the most active latent dimensions
-TRAVERSAL_STEPS = 9
+TRAVERSAL_STEPS = 7       # seven columns of tiles >= 96 px (-3 … 3 at the default range)
+MIN_SHARE = 0.1           # a row names a label only when it carries at least this share of its entropy
+ACTIVE_KL = 0.01          # nats: below this a dimension is collapsed (the KL chart's grey bars)
 VQ_NO_TRAVERSAL = "A VQ-VAE's latent is a grid of discrete codes"
 
 
@@ -31,13 +33,42 @@ def checked_span(span) -> float:
 
 def traversal_grid(run: LoadedRun, z: np.ndarray, span: float) -> tuple[Image.Image, str]:
     """The traversal grid from latent z over ±span and the note that says how to read it."""
-    dims = ops.dims_by_kl(run)[: min(10, run.latent_dim)]
-    images = ops.traversal(run, z=z, dims=dims, values=np.linspace(-span, span, TRAVERSAL_STEPS))
+    dims = traversal_dims(run)
+    values = np.linspace(-span, span, TRAVERSAL_STEPS)
+    images = ops.traversal(run, z=z, dims=dims, values=values)
+    rows = [row_label(run, int(d)) for d in dims]
+    picture = figures.labelled_grid(images, TRAVERSAL_STEPS, rows, [f"{v:.2g}" for v in values])
+    note = ("Each row sets one dimension to the values under the columns; the other dimensions stay at the "
+            "point's posterior mean. Left of each row: its KL (nats; near 0 = collapsed, ignored by the decoder) "
+            "and the label it moves most: the mutual information MIG uses, as a share of that label's entropy "
+            "(1 = the dimension alone tells the label). Rows are ordered by KL.")
+    return picture, note
+
+
+def traversal_dims(run: LoadedRun, most: int = 10, collapsed: int = 2) -> np.ndarray:
+    """The rows of a traversal: the dimensions that carry information (KL above ACTIVE_KL), most first,
+    then `collapsed` ones to show what a collapsed dimension looks like; `most` rows at most."""
+    order = ops.dims_by_kl(run)
     kl = ops.kl_per_dim(run)
-    rows = ", ".join(f"z{int(d)}" + (f" ({kl[int(d)]:.2f})" if kl is not None else "") for d in dims)
-    note = (f"Rows, top to bottom: {rows} — ordered by KL (nats). Columns: the dimension set to "
-            f"{-span:g} … {span:g}, the other dimensions kept at the point's posterior mean.")
-    return figures.grid(images, nrow=TRAVERSAL_STEPS), note
+    if kl is None:
+        return order[:most]
+    active = [int(d) for d in order if kl[d] > ACTIVE_KL]
+    rest = [int(d) for d in order if kl[d] <= ACTIVE_KL]
+    return np.asarray((active + rest[:collapsed])[:most], dtype=np.int64)
+
+
+def row_label(run: LoadedRun, d: int) -> list[str]:
+    """The label band of traversal row z_d: 'z3', 'KL 2.31', 'moves x (0.67)' or 'collapsed'."""
+    kl = ops.kl_per_dim(run)
+    lines = [f"z{d}"] + ([f"KL {kl[d]:.2f}"] if kl is not None else [])
+    if kl is not None and kl[d] <= ACTIVE_KL:
+        return lines + ["collapsed"]
+    info = run.label_information
+    if info is not None and info.shape[0] > d:
+        k = int(np.argmax(info[d]))
+        if info[d, k] >= MIN_SHARE:
+            lines.append(f"moves {run.labels[k].title} ({info[d, k]:.2f})")
+    return lines
 
 
 def scores_markdown(run: LoadedRun) -> str:
@@ -171,7 +202,7 @@ class DisentangleTab:
         z = self.points.latent_of(run, point, session, "traversal point").astype(np.float64).copy()
         for d, v in zip(ops.dims_by_kl(run)[:LIVE_DIMS], values):
             z[int(d)] = number(v, f"value of z{int(d)}", -10.0, 10.0)
-        return figures.show(ops.decode(run, z)[0], 256)
+        return figures.show(ops.decode(run, z)[0])
 
     def live_recipe(self, name: str, point, session) -> dict:
         """What the browser needs to decode any slider values: the point's latent and the dims the sliders set."""
