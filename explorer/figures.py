@@ -33,6 +33,8 @@ TILE_PX = 96
 TEXT_PX = 16              # text drawn into pictures and charts (at least 14 px on screen)
 LABEL_BG = "#f2f2f2"      # label bands: a light band of their own, readable on a light and a dark page
 LABEL_INK = "#1a1a1a"
+GRID_LINE = (64, 64, 64)  # the grey between tiles (image_grid's pad_value)
+STRIP_MAX_PX = 740        # strips wrap into rows this wide: the tab column beside the map at 1440 px
 
 
 # ---- image grids ---------------------------------------------------------------------------------------
@@ -141,34 +143,45 @@ def enlarged_tiles(images, tile: int = TILE_PX) -> np.ndarray:
 def grid(images, nrow: int, tile: int = TILE_PX) -> Image.Image:
     """A grid or strip of images as shown in the app: each tile enlarged (nearest neighbour, a whole factor)
     to at least `tile` px, thin grey lines between them."""
-    return image_grid(enlarged_tiles(images, tile), nrow=nrow, padding=3)
+    return image_grid(enlarged_tiles(images, tile), nrow=nrow, padding=3, pad_value=GRID_LINE[0])
 
 
-def labelled_grid(images, nrow: int, row_labels: Sequence[Sequence[str]], column_labels: Sequence[str],
+def labelled_grid(images, nrow: int, row_labels: Sequence[str], column_labels: Sequence[str],
                   tile: int = TILE_PX) -> Image.Image:
-    """A grid (rows of `nrow` tiles, as `grid`) with a label band left of each row (one to three lines:
-    'z3', 'KL 2.31', 'moves x') and the column values under the last row: the picture says what it shows,
-    also when it is downloaded and pasted into a slide."""
-    body = grid(images, nrow=nrow, tile=tile).convert("RGB")
-    a = _as_uint8_batch(images)
-    rows = math.ceil(a.shape[0] / max(1, min(int(nrow), a.shape[0])))
-    side = (body.size[1] - 3) // rows - 3  # tile height after enlarging
-    font = _font(TEXT_PX)
-    probe = ImageDraw.Draw(body)
-    label_w = 12 + int(max([probe.textlength(line, font=font) for lines in row_labels for line in lines] + [40]))
-    foot_h = TEXT_PX + 12
-    sheet = Image.new("RGB", (label_w + body.size[0], body.size[1] + foot_h), LABEL_BG)
-    sheet.paste(body, (label_w, 0))
+    """A grid (rows of `nrow` tiles, as `grid`) with a label band above each row ('z3 · KL 2.31 · moves x')
+    and the column values under the last row: the picture says what it shows, also when it is downloaded
+    and pasted into a slide. Bands above the rows, not beside them, keep it as narrow as its tiles."""
+    a = enlarged_tiles(images, tile)
+    n, side = a.shape[0], a.shape[1]
+    cols = max(1, min(int(nrow), n))
+    rows = math.ceil(n / cols)
+    pad, band = 3, TEXT_PX + 8
+    width = cols * (side + pad) + pad
+    sheet = Image.new("RGB", (width, rows * (band + side + pad) + pad + band), LABEL_BG)
     draw = ImageDraw.Draw(sheet)
-    line_h = TEXT_PX + 4
-    for r, lines in enumerate(list(row_labels)[:rows]):
-        top = 3 + r * (side + 3) + (side - line_h * len(lines)) / 2
-        for k, line in enumerate(lines):
-            draw.text((6, top + k * line_h), line, fill=LABEL_INK, font=font)
-    for c, text in enumerate(list(column_labels)[:nrow]):
-        centre = label_w + 3 + c * (side + 3) + side / 2
-        draw.text((centre - probe.textlength(text, font=font) / 2, body.size[1] + 5), text, fill=LABEL_INK, font=font)
+    font = _font(TEXT_PX)
+    for r in range(rows):
+        top = r * (band + side + pad)
+        if r < len(row_labels):
+            draw.text((pad + 2, top + 4), str(row_labels[r]), fill=LABEL_INK, font=font)
+        draw.rectangle([0, top + band, width - 1, top + band + side + 2 * pad - 1], fill=GRID_LINE)
+        for c in range(cols):
+            k = r * cols + c
+            if k < n:
+                sheet.paste(to_pil(a[k]).convert("RGB"), (pad + c * (side + pad), top + band + pad))
+    foot = rows * (band + side + pad) + pad
+    for c, text in enumerate(list(column_labels)[:cols]):
+        centre = pad + c * (side + pad) + side / 2
+        draw.text((centre - draw.textlength(str(text), font=font) / 2, foot + 3), str(text), fill=LABEL_INK, font=font)
     return sheet
+
+
+def strip(images, tile: int = TILE_PX, max_width: int = STRIP_MAX_PX) -> Image.Image:
+    """A sequence of images (a path, strengths) in order, left to right, in rows no wider than `max_width`:
+    it fits its column at full tile size instead of being shrunk or scrolled."""
+    a = enlarged_tiles(images, tile)
+    per_row = max(1, min(a.shape[0], (max_width - 3) // (a.shape[2] + 3)))
+    return image_grid(a, nrow=per_row, padding=3)
 
 
 def captioned_grid(images, captions: Sequence[str], nrow: int, tile: int = TILE_PX) -> Image.Image:

@@ -16,7 +16,7 @@ from ..checks import number, user_errors
 from ..runs import LoadedRun
 from .events import HEAVY, LIVE, Page, Step, pixel_image, private, then
 
-STRIP_STRENGTHS = np.linspace(-3.0, 3.0, 7)
+STRIP_STRENGTHS = np.linspace(-3.0, 3.0, 5)  # five tiles >= 96 px fit one row of the tab
 
 
 def checked_attribute(run: LoadedRun, attribute, corrected) -> tuple[np.ndarray, float]:
@@ -66,7 +66,7 @@ class AttributesTab:
                                                 ["strength"], elem_id="attr-live")
         self.info = gr.Markdown(elem_id="attr-info")
         self.button = gr.Button("Apply", elem_id="attr-btn")
-        gr.Markdown("Strength −3 … +3:")
+        gr.Markdown("Strength −3, −1.5, 0, +1.5, +3:")
         self.strip = pixel_image(show_label=False, elem_id="attr-strip")
         gr.Markdown("#### Analogy: A − B + ★\n*“A is to B as ? is to ★”* — A and B from the "
                     "Interpolate tab, ★ the input point above.")
@@ -109,7 +109,7 @@ class AttributesTab:
         run, v, auc, z, edited = self._edited(name, attribute, corrected, point, strength, session)
         strip = ops.decode(run, np.stack([ops.apply_attribute(z, v, s) for s in STRIP_STRENGTHS]))
         return (figures.show(self.points.image_of(run, point, session)), figures.show(edited),
-                figures.grid(strip, nrow=len(STRIP_STRENGTHS)), attribute_markdown(run, attribute, bool(corrected), auc))
+                figures.strip(strip), attribute_markdown(run, attribute, bool(corrected), auc))
 
     def attribute_recipe(self, name: str, attribute, corrected, point, session) -> dict:
         """What the browser needs to decode any strength: the input's latent and the vector."""

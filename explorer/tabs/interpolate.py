@@ -81,7 +81,7 @@ class InterpolateTab:
     def interpolate(self, name: str, a, b, method: str, steps, session):
         """A strip of frames decoded along the path from A to B (on posterior means)."""
         frames, _, steps = path_frames(self.points, self.points.run(name), a, b, method, steps, session)
-        return figures.grid(frames, nrow=steps)
+        return figures.strip(frames)
 
     @user_errors
     def interpolate_frame(self, name: str, a, b, method: str, t, session):
