@@ -240,22 +240,26 @@ def _font(size: int = 11):
         return ImageFont.load_default()
 
 
-def kl_bar_figure(kl_per_dim, width: int = 480, height: int = 200) -> Image.Image:
+KL_PLOT_LEFT, KL_PLOT_RIGHT = 60, 10   # the KL chart's plot area starts and ends this far from its edges
+
+
+def kl_bar_figure(kl_per_dim, width: int = 560, height: int = 260) -> Image.Image:
     """Bar chart of the mean KL (nats) of each latent dimension. Dimensions above 0.01 nats (carrying
-    information) are drawn in colour, collapsed ones in grey."""
+    information) are drawn in colour, collapsed ones in grey. Black on white with TEXT_PX text; the page
+    inverts charts in its dark theme (app.css), so one picture serves both."""
     kl = np.asarray(kl_per_dim, dtype=np.float64).reshape(-1)
     if kl.size == 0 or not np.all(np.isfinite(kl)):
         raise UserError("KL per dimension must be a non-empty list of finite numbers")
     im = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(im)
-    font = _font(11)
-    left, right, top, bottom = 44, 8, 18, 20
+    font = _font(TEXT_PX)
+    left, right, top, bottom = KL_PLOT_LEFT, KL_PLOT_RIGHT, TEXT_PX + 14, TEXT_PX + 10
     plot_w, plot_h = width - left - right, height - top - bottom
     top_value = max(float(kl.max()), 1e-6)
     draw.text((4, 2), "KL per dimension (nats)", fill="black", font=font)
     draw.line([(left, top), (left, top + plot_h), (left + plot_w, top + plot_h)], fill="black")
-    draw.text((2, top - 6), f"{top_value:.3g}", fill="black", font=font)
-    draw.text((2, top + plot_h - 8), "0", fill="black", font=font)
+    draw.text((4, top - TEXT_PX // 2), f"{top_value:.3g}", fill="black", font=font)
+    draw.text((4, top + plot_h - TEXT_PX), "0", fill="black", font=font)
     n = kl.size
     slot = plot_w / n
     for d, v in enumerate(kl):
@@ -266,15 +270,16 @@ def kl_bar_figure(kl_per_dim, width: int = 480, height: int = 200) -> Image.Imag
         if x1 - x0 < 1:
             x1 = x0 + 1
         draw.rectangle([x0, top + plot_h - bar_h, x1, top + plot_h], fill=colour)
-        if n <= 32 and (n <= 16 or d % 2 == 0):
-            label = str(d)
-            tw = draw.textlength(label, font=font)
+        label = str(d)
+        tw = draw.textlength(label, font=font)
+        every = max(1, math.ceil((tw + 6) / slot))  # as many labels as fit side by side
+        if d % every == 0:
             draw.text((left + (d + 0.5) * slot - tw / 2, top + plot_h + 3), label, fill="black", font=font)
     return im
 
 
-def posterior_figure(mu, logvar, dims: Optional[Sequence[int]] = None, width: int = 360,
-                     row_height: int = 16, span: float = 4.0) -> Image.Image:
+def posterior_figure(mu, logvar, dims: Optional[Sequence[int]] = None, width: int = 420,
+                     row_height: int = TEXT_PX + 8, span: float = 4.0) -> Image.Image:
     """Posterior of one image per latent dimension: mean (dot) ± 2σ (bar) against the prior's ±2
     band (grey) on an axis from −span to +span (values beyond are clipped, marked with an arrow)."""
     m = np.asarray(mu, dtype=np.float64).reshape(-1)
@@ -286,11 +291,11 @@ def posterior_figure(mu, logvar, dims: Optional[Sequence[int]] = None, width: in
         raise UserError(f"dims must be indices in 0..{m.size - 1}")
     order = order[:64]
     sigma = np.exp(0.5 * np.clip(lv, -30, 30))
-    label_w, margin = 34, 6
-    height = row_height * len(order) + 22
+    label_w, margin = 44, 10
+    height = row_height * len(order) + TEXT_PX + 10
     im = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(im)
-    font = _font(10)
+    font = _font(TEXT_PX)
     x0, x1 = label_w, width - margin
 
     def px(v: float) -> float:
@@ -300,13 +305,13 @@ def posterior_figure(mu, logvar, dims: Optional[Sequence[int]] = None, width: in
     draw.line([(px(0), 0), (px(0), row_height * len(order))], fill="#cccccc")
     for r, d in enumerate(order):
         cy = r * row_height + row_height / 2
-        draw.text((2, cy - 6), f"z{d}", fill="black", font=font)
+        draw.text((2, cy - TEXT_PX / 2 - 1), f"z{d}", fill="black", font=font)
         lo, hi = m[d] - 2 * sigma[d], m[d] + 2 * sigma[d]
         draw.line([(px(lo), cy), (px(hi), cy)], fill=PALETTE[0], width=3)
         cx = px(m[d])
         draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=PALETTE[2])
         if abs(m[d]) > span:
-            draw.text((cx - 4 if m[d] > 0 else cx, cy - 12), ">" if m[d] > 0 else "<", fill=PALETTE[2], font=font)
+            draw.text((cx - 8 if m[d] > 0 else cx, cy - TEXT_PX - 2), ">" if m[d] > 0 else "<", fill=PALETTE[2], font=font)
     axis_y = row_height * len(order) + 4
     for v in (-span, -2, 0, 2, span):
         label = f"{v:g}"
