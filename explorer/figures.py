@@ -1,7 +1,7 @@
 """Pictures and payloads for the explorer: image grids, GIFs, small charts, map data, downloads.
 
 Everything is drawn with Pillow (no plotting library is needed on the server); the interactive map is
-drawn in the browser from `map_payload`'s JSON.
+drawn in the browser from `map_payload`'s JSON. The charts live in `charts.py` (re-exported here).
 """
 from __future__ import annotations
 
@@ -12,17 +12,14 @@ import math
 from typing import Optional, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from training.errors import UserError
 
+from .charts import PALETTE, TEXT_PX, kl_bar_figure, posterior_figure, text_font  # noqa: F401 (re-exported)
 from .latent_ops import dims_by_kl
 from .runs import LoadedRun
 
-# Categorical palette (Tableau 10, then its lighter partner colours): distinguishable, colour-blind aware.
-PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-           "#9c755f", "#bab0ac", "#a0cbe8", "#ffbe7d", "#ff9d9a", "#86bcb6", "#8cd17d", "#f1ce63",
-           "#d4a6c8", "#fabfd2", "#d7b5a6", "#79706e"]
 MAX_CATEGORIES = len(PALETTE)
 MAX_CSV_VALUES = 20_000_000  # N * D above this is too big for a CSV download; use latents.npz
 MAX_DISPLAY_SIDE = 2048
@@ -30,7 +27,6 @@ MAX_DISPLAY_SIDE = 2048
 # or strip at least TILE_PX, always by a whole nearest-neighbour factor (crisp pixels, no smoothing).
 IMAGE_PX = 192
 TILE_PX = 96
-TEXT_PX = 16              # text drawn into pictures and charts (at least 14 px on screen)
 LABEL_BG = "#f2f2f2"      # label bands: a light band of their own, readable on a light and a dark page
 LABEL_INK = "#1a1a1a"
 GRID_LINE = (64, 64, 64)  # the grey between tiles (image_grid's pad_value)
@@ -159,7 +155,7 @@ def labelled_grid(images, nrow: int, row_labels: Sequence[str], column_labels: S
     width = cols * (side + pad) + pad
     sheet = Image.new("RGB", (width, rows * (band + side + pad) + pad + band), LABEL_BG)
     draw = ImageDraw.Draw(sheet)
-    font = _font(TEXT_PX)
+    font = text_font(TEXT_PX)
     for r in range(rows):
         top = r * (band + side + pad)
         if r < len(row_labels):
@@ -188,7 +184,7 @@ def captioned_grid(images, captions: Sequence[str], nrow: int, tile: int = TILE_
     """Thumbnails (B, h, w, C) uint8 in rows of `nrow`, each enlarged (a whole nearest-neighbour factor) to
     at least `tile` px with its caption below. One picture instead of a gallery of files: a click sends
     three images, not ten."""
-    font = _font(TEXT_PX)
+    font = text_font(TEXT_PX)
     a = enlarged_tiles(images, tile)
     n, side = a.shape[0], max(a.shape[1:3])
     cols = max(1, min(nrow, n))
@@ -230,94 +226,6 @@ def make_gif(frames, fps: float = 10.0, pingpong: bool = False, size: Optional[i
     images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], loop=0,
                    duration=max(20, int(round(1000.0 / fps))), optimize=False, disposal=1)
     return buf.getvalue()
-
-
-# ---- small charts -------------------------------------------------------------------------------------
-def _font(size: int = 11):
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has no size argument
-        return ImageFont.load_default()
-
-
-KL_PLOT_LEFT, KL_PLOT_RIGHT = 60, 10   # the KL chart's plot area starts and ends this far from its edges
-
-
-def kl_bar_figure(kl_per_dim, width: int = 560, height: int = 260) -> Image.Image:
-    """Bar chart of the mean KL (nats) of each latent dimension. Dimensions above 0.01 nats (carrying
-    information) are drawn in colour, collapsed ones in grey. Black on white with TEXT_PX text; the page
-    inverts charts in its dark theme (app.css), so one picture serves both."""
-    kl = np.asarray(kl_per_dim, dtype=np.float64).reshape(-1)
-    if kl.size == 0 or not np.all(np.isfinite(kl)):
-        raise UserError("KL per dimension must be a non-empty list of finite numbers")
-    im = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(im)
-    font = _font(TEXT_PX)
-    left, right, top, bottom = KL_PLOT_LEFT, KL_PLOT_RIGHT, TEXT_PX + 14, TEXT_PX + 10
-    plot_w, plot_h = width - left - right, height - top - bottom
-    top_value = max(float(kl.max()), 1e-6)
-    draw.text((4, 2), "KL per dimension (nats)", fill="black", font=font)
-    draw.line([(left, top), (left, top + plot_h), (left + plot_w, top + plot_h)], fill="black")
-    draw.text((4, top - TEXT_PX // 2), f"{top_value:.3g}", fill="black", font=font)
-    draw.text((4, top + plot_h - TEXT_PX), "0", fill="black", font=font)
-    n = kl.size
-    slot = plot_w / n
-    for d, v in enumerate(kl):
-        x0 = left + d * slot + slot * 0.15
-        x1 = left + (d + 1) * slot - slot * 0.15
-        bar_h = max(0.0, v) / top_value * plot_h
-        colour = PALETTE[0] if v > 0.01 else "#bbbbbb"
-        if x1 - x0 < 1:
-            x1 = x0 + 1
-        draw.rectangle([x0, top + plot_h - bar_h, x1, top + plot_h], fill=colour)
-        label = str(d)
-        tw = draw.textlength(label, font=font)
-        every = max(1, math.ceil((tw + 6) / slot))  # as many labels as fit side by side
-        if d % every == 0:
-            draw.text((left + (d + 0.5) * slot - tw / 2, top + plot_h + 3), label, fill="black", font=font)
-    return im
-
-
-def posterior_figure(mu, logvar, dims: Optional[Sequence[int]] = None, width: int = 420,
-                     row_height: int = TEXT_PX + 8, span: float = 4.0) -> Image.Image:
-    """Posterior of one image per latent dimension: mean (dot) ± 2σ (bar) against the prior's ±2
-    band (grey) on an axis from −span to +span (values beyond are clipped, marked with an arrow)."""
-    m = np.asarray(mu, dtype=np.float64).reshape(-1)
-    lv = np.zeros_like(m) if logvar is None else np.asarray(logvar, dtype=np.float64).reshape(-1)
-    if m.size == 0 or m.shape != lv.shape or not (np.all(np.isfinite(m)) and np.all(np.isfinite(lv))):
-        raise UserError("mu and logvar must be finite vectors of the same length")
-    order = list(range(m.size)) if dims is None else [int(d) for d in dims]
-    if not order or min(order) < 0 or max(order) >= m.size:
-        raise UserError(f"dims must be indices in 0..{m.size - 1}")
-    order = order[:64]
-    sigma = np.exp(0.5 * np.clip(lv, -30, 30))
-    label_w, margin = 44, 10
-    height = row_height * len(order) + TEXT_PX + 10
-    im = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(im)
-    font = _font(TEXT_PX)
-    x0, x1 = label_w, width - margin
-
-    def px(v: float) -> float:
-        return x0 + (np.clip(v, -span, span) + span) / (2 * span) * (x1 - x0)
-
-    draw.rectangle([px(-2), 0, px(2), row_height * len(order)], fill="#eeeeee")
-    draw.line([(px(0), 0), (px(0), row_height * len(order))], fill="#cccccc")
-    for r, d in enumerate(order):
-        cy = r * row_height + row_height / 2
-        draw.text((2, cy - TEXT_PX / 2 - 1), f"z{d}", fill="black", font=font)
-        lo, hi = m[d] - 2 * sigma[d], m[d] + 2 * sigma[d]
-        draw.line([(px(lo), cy), (px(hi), cy)], fill=PALETTE[0], width=3)
-        cx = px(m[d])
-        draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=PALETTE[2])
-        if abs(m[d]) > span:
-            draw.text((cx - 8 if m[d] > 0 else cx, cy - TEXT_PX - 2), ">" if m[d] > 0 else "<", fill=PALETTE[2], font=font)
-    axis_y = row_height * len(order) + 4
-    for v in (-span, -2, 0, 2, span):
-        label = f"{v:g}"
-        tw = draw.textlength(label, font=font)
-        draw.text((px(v) - tw / 2, axis_y), label, fill="black", font=font)
-    return im
 
 
 # ---- map payload and downloads -------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from . import model_card
 # Folder names never searched for runs.
 _SKIP_DIRS = {"__pycache__", "node_modules"}
 MI_BINS = 20  # bins per latent dimension for the label information, as in MIG's protocol
+MAX_PAIR_CLASSES = 12  # a categorical label with more classes offers no class pairs (too many to list)
 
 
 @dataclass
@@ -72,9 +73,32 @@ class LoadedRun:
 
     @property
     def attribute_names(self) -> list:
-        if not self.attributes:
-            return []
-        return list(self.attributes.get("attributes", {}))
+        """The attribute vectors the Attributes tab offers: attributes.json's, except that a categorical
+        label (digit, shape) offers a 'from → to' vector per pair of its classes instead of its stored
+        class-against-the-rest one, which mixes every other class into 'the rest'."""
+        stored = list(self.attributes.get("attributes", {})) if self.attributes else []
+        pairs = self.class_pairs
+        replaced = {self.label_names[column] for column, _, _ in pairs.values()}
+        return [name for name in stored if name not in replaced] + list(pairs)
+
+    @functools.cached_property
+    def class_pairs(self) -> dict:
+        """{'digit: 3 → 8': (label column, code of 3, code of 8)} for each categorical label of the latent
+        table with 2..MAX_PAIR_CLASSES classes present, every ordered pair of its classes."""
+        if self.latents is None or "labels" not in self.latents or self.is_vq:
+            return {}
+        pairs = {}
+        for column, label in enumerate(self.labels):
+            if label.kind != "categorical":
+                continue
+            codes = np.unique(self.latents["labels"][:, column])
+            if not 2 <= len(codes) <= MAX_PAIR_CLASSES:
+                continue
+            for a in codes:
+                for b in codes:
+                    if a != b:
+                        pairs[f"{label.title}: {label.format(a)} → {label.format(b)}"] = (column, float(a), float(b))
+        return pairs
 
     @functools.cached_property
     def labels(self) -> list:
