@@ -180,14 +180,15 @@ def strip(images, tile: int = TILE_PX, max_width: int = STRIP_MAX_PX) -> Image.I
     return image_grid(a, nrow=per_row, padding=3)
 
 
-def captioned_grid(images, captions: Sequence[str], nrow: int, tile: int = TILE_PX) -> Image.Image:
-    """Thumbnails (B, h, w, C) uint8 in rows of `nrow`, each enlarged (a whole nearest-neighbour factor) to
-    at least `tile` px with its caption below. One picture instead of a gallery of files: a click sends
-    three images, not ten."""
+def captioned_grid(images, captions: Sequence[str], nrow: int, tile: int = TILE_PX,
+                   max_width: int = STRIP_MAX_PX) -> Image.Image:
+    """Thumbnails (B, h, w, C) uint8 in rows of `nrow` (fewer where that is wider than `max_width`), each
+    enlarged (a whole nearest-neighbour factor) to at least `tile` px with its caption below. One picture
+    instead of a gallery of files: a click sends three images, not ten."""
     font = text_font(TEXT_PX)
     a = enlarged_tiles(images, tile)
     n, side = a.shape[0], max(a.shape[1:3])
-    cols = max(1, min(nrow, n))
+    cols = max(1, min(nrow, n, (max_width - 4) // (side + 4)))
     rows = int(math.ceil(n / cols))
     pad, text_h = 4, TEXT_PX + 6
     sheet = Image.new("RGB", (cols * (side + pad) + pad, rows * (side + text_h + pad) + pad), LABEL_BG)

@@ -54,7 +54,10 @@ def test_grid_strip_and_captioned_tiles_are_at_least_96_px(side):
     np.testing.assert_array_equal(grid[3:3 + tile, 3:3 + tile], images[0].repeat(factor, 0).repeat(factor, 1))
     strip = figures.strip(images)
     assert strip.size[0] <= figures.STRIP_MAX_PX and (strip.size[0] - 3) % (tile + 3) == 0
-    assert figures.captioned_grid(images[:8], [f"#{i}" for i in range(8)], nrow=8).size[0] >= 8 * 96
+    sheet = figures.captioned_grid(images[:8], [f"#{i}" for i in range(8)], nrow=4)
+    assert sheet.size == (4 * (tile + 4) + 4, 2 * (tile + figures.TEXT_PX + 6 + 4) + 4)  # two rows of four
+    wide = figures.captioned_grid(images, [f"#{i}" for i in range(9)], nrow=9)
+    assert wide.size[0] <= figures.STRIP_MAX_PX  # wraps instead of overflowing its column
 
 
 def test_bundled_pictures_of_the_tabs_keep_their_sizes(registry):

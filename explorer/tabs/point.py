@@ -12,8 +12,9 @@ from ..points import YOUR_IMAGE
 from ..runs import LoadedRun
 from .events import DECODE, LIVE, Page, Step, pixel_image, then
 
-NEIGHBOURS = 8
-MAX_SELECTION_SHOWN = 48  # images of a box/lasso selection shown (one picture: one file to send, not 48)
+NEIGHBOURS = 8            # in two rows of four: 96-px tiles or larger fit the tab beside the map
+MAX_SELECTION_SHOWN = 24  # images of a box/lasso selection shown (one picture: one file to send, not 24)
+SELECTION_PX = 540        # the selection picture's column (three quarters of the tab) holds rows this wide
 
 
 class PointTab:
@@ -59,7 +60,7 @@ class PointTab:
         info = describe_point(run, p) if p != YOUR_IMAGE else "**your image** (point -1)"
         nn = ops.nearest_neighbours(run, z, NEIGHBOURS + 1)
         nn = [int(i) for i in nn if int(i) != p][:NEIGHBOURS]
-        strip = figures.captioned_grid(points.thumbnails(run, nn), [f"#{i}" for i in nn], nrow=NEIGHBOURS)
+        strip = figures.captioned_grid(points.thumbnails(run, nn), [f"#{i}" for i in nn], nrow=NEIGHBOURS // 2)
         return figures.show(image), figures.show(recon), info, strip
 
     @user_errors
@@ -70,7 +71,8 @@ class PointTab:
         if not rows:
             return None, None, "Nothing selected. Use the box or lasso tool (top right of the map) to select points."
         shown = rows[:MAX_SELECTION_SHOWN]
-        grid = figures.captioned_grid(self.points.thumbnails(run, shown), [f"#{i}" for i in shown], nrow=8)
+        grid = figures.captioned_grid(self.points.thumbnails(run, shown), [f"#{i}" for i in shown], nrow=8,
+                                      max_width=SELECTION_PX)
         mean = ops.decode(run, ops.mean_latent_of_selection(run, rows))[0]
         return grid, figures.show(mean), selection_markdown(run, rows)
 
