@@ -180,3 +180,13 @@ def test_bias_correction_is_offered_only_against_a_correlated_label_and_names_it
     assert ops.confounder_of(mnist, "digit: 3 → 8") is None
     assert ops.confounder_of(dsprites, "scale") is None  # posX correlates by -0.02: nothing to balance
     assert correction_choice(mnist, "digit: 3 → 8").interactive is False
+
+
+def test_every_described_column_is_a_column_of_its_dataset():
+    from training.data import LABEL_DESCRIPTIONS, DSprites
+    from training.data.smileys import FACTOR_NAMES, LABEL_KINDS
+
+    assert [info.name for info in LABEL_DESCRIPTIONS["dsprites"]] == DSprites().label_names
+    smileys = LABEL_DESCRIPTIONS["smileys"]
+    assert [info.name for info in smileys] == FACTOR_NAMES and [info.kind for info in smileys] == LABEL_KINDS
+    assert [info.value_names for info in LABEL_DESCRIPTIONS["mnist"]] == [tuple(str(d) for d in range(10))]
