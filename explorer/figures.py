@@ -172,12 +172,13 @@ def labelled_grid(images, nrow: int, row_labels: Sequence[str], column_labels: S
     return sheet
 
 
-def strip(images, tile: int = TILE_PX, max_width: int = STRIP_MAX_PX) -> Image.Image:
-    """A sequence of images (a path, strengths) in order, left to right, in rows no wider than `max_width`:
-    it fits its column at full tile size instead of being shrunk or scrolled."""
+def strip(images, tile: int = TILE_PX, max_width: int = STRIP_MAX_PX, per_row: Optional[int] = None) -> Image.Image:
+    """A sequence of images (a path, strengths, samples) in order, left to right, `per_row` to a row (default:
+    all) but in rows no wider than `max_width`: it fits its column at full tile size instead of being shrunk
+    or scrolled."""
     a = enlarged_tiles(images, tile)
-    per_row = max(1, min(a.shape[0], (max_width - 3) // (a.shape[2] + 3)))
-    return image_grid(a, nrow=per_row, padding=3)
+    fit = max(1, (max_width - 3) // (a.shape[2] + 3))
+    return image_grid(a, nrow=max(1, min(a.shape[0], per_row or a.shape[0], fit)), padding=3, pad_value=GRID_LINE[0])
 
 
 def captioned_grid(images, captions: Sequence[str], nrow: int, tile: int = TILE_PX,
