@@ -43,7 +43,7 @@ TEMPLATE = (
 CSS = """
 .vae-live { display: flex; flex-direction: column; gap: 4px; }
 .vae-live-label { font-size: var(--block-label-text-size); color: var(--block-label-text-color); }
-.vae-live-canvas { width: auto; height: auto; max-width: none; image-rendering: pixelated; }
+.vae-live-canvas { width: auto; height: auto; max-width: none; align-self: flex-start; image-rendering: pixelated; }
 .vae-live-note { font-size: 0.9em; color: var(--body-text-color-subdued); }
 """
 

@@ -262,6 +262,11 @@ def test_pictures_are_shown_at_their_natural_size(page):
         assert sizes[:2] == sizes[2:], f"{selector}: natural {sizes[:2]}, shown {sizes[2:]}"
         assert min(sizes[:2]) >= 96
         assert page.locator(f"{selector} button[aria-label]").count() == 0  # no download / share / fullscreen
+    open_tab(page, "Attributes")  # its live canvas (drawn in the browser) follows the same sizes
+    canvas = wait_for(lambda: page.evaluate(
+        "() => { const c = document.querySelector('#attr-live canvas');"
+        " return c && !c.hidden && c.clientWidth ? [c.width, c.clientWidth] : null; }"), "the live canvas")
+    assert canvas[0] == canvas[1] and canvas[0] >= 192, canvas
     assert not page.errors, page.errors
 
 
