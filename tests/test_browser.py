@@ -254,7 +254,7 @@ def test_pictures_are_shown_at_their_natural_size(page):
     open_tab(page, "Disentangle")
     wait_for(lambda: image_src(page, "#trav-grid"), "the traversal grid")
     open_tab(page, "Point")
-    for selector in ("#pt-image", "#neighbours", "#trav-grid"):
+    for selector in ("#pt-image", "#pt-recon", "#neighbours", "#trav-grid"):
         if selector == "#trav-grid":
             open_tab(page, "Disentangle")
         sizes = wait_for(lambda: (lambda s: s if s and s[2] > 0 else None)(natural_and_shown(page, selector)),
@@ -262,6 +262,11 @@ def test_pictures_are_shown_at_their_natural_size(page):
         assert sizes[:2] == sizes[2:], f"{selector}: natural {sizes[:2]}, shown {sizes[2:]}"
         assert min(sizes[:2]) >= 96
         assert page.locator(f"{selector} button[aria-label]").count() == 0  # no download / share / fullscreen
+        overlap = page.evaluate("(sel) => { const l = document.querySelector(sel + ' label[data-testid=block-label]');"
+                                " const i = document.querySelector(sel + ' img');"
+                                " return l && l.offsetParent ? l.getBoundingClientRect().bottom - i.getBoundingClientRect().top : -1; }",
+                                selector)
+        assert overlap <= 0, f"{selector}: its label covers {overlap:.0f} px of the picture"
     open_tab(page, "Attributes")  # its live canvas (drawn in the browser) follows the same sizes
     canvas = wait_for(lambda: page.evaluate(
         "() => { const c = document.querySelector('#attr-live canvas');"

@@ -24,7 +24,7 @@ class PointTab:
     def layout(self, page: Page) -> None:
         with gr.Row():
             self.image = pixel_image(label="Image", elem_id="pt-image", height=240)
-            self.recon = pixel_image(label="Reconstruction (decoded posterior mean)", elem_id="pt-recon", height=240)
+            self.recon = pixel_image(label="Reconstruction", elem_id="pt-recon", height=240)
         self.info = gr.Markdown(elem_id="pt-info")
         gr.Markdown("Nearest neighbours in latent space (Euclidean distance between posterior means):")
         self.neighbours = pixel_image(show_label=False, elem_id="neighbours")
@@ -88,7 +88,7 @@ def describe_point(run: LoadedRun, p: int) -> str:
     if "labels" in lat and run.label_names:
         lines.append(", ".join(f"{info.title} = {info.format(v)}" for info, v in zip(run.labels, lat["labels"][p])))
     x, y = lat["xy"][p]
-    lines.append(f"map position ({x:.2f}, {y:.2f})")
+    lines.append(f"map position ({x:.2f}, {y:.2f}) · right: the decoded posterior mean")
     return "  \n".join(lines)
 
 
