@@ -249,8 +249,8 @@ def natural_and_shown(page, selector: str) -> list:
 
 
 def test_pictures_are_shown_at_their_natural_size(page):
-    """Pictures come enlarged by whole nearest-neighbour factors: the page must neither shrink them (the
-    traversal grid was shown at 363 of its 596 px) nor stretch them by a fraction, and no toolbar covers them."""
+    """Pictures come enlarged by whole nearest-neighbour factors: the page must neither shrink them (a wide
+    grid squeezed into its column) nor stretch them by a fraction, and no toolbar or label covers them."""
     open_tab(page, "Disentangle")
     wait_for(lambda: image_src(page, "#trav-grid"), "the traversal grid")
     open_tab(page, "Point")
