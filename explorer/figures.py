@@ -1,7 +1,7 @@
 """Pictures and payloads for the explorer: image grids, GIFs, small charts, map data, downloads.
 
 Everything is drawn with Pillow (no plotting library is needed on the server); the interactive map is
-drawn in the browser from `map_payload`'s JSON.
+drawn in the browser from `map_payload`'s JSON. The charts live in `charts.py` (re-exported here).
 """
 from __future__ import annotations
 
@@ -12,22 +12,25 @@ import math
 from typing import Optional, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from training.errors import UserError
 
+from .charts import PALETTE, TEXT_PX, kl_bar_figure, posterior_figure, text_font  # noqa: F401 (re-exported)
 from .latent_ops import dims_by_kl
 from .runs import LoadedRun
 
-# Categorical palette (Tableau 10, then its lighter partner colours): distinguishable, colour-blind aware.
-PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-           "#9c755f", "#bab0ac", "#a0cbe8", "#ffbe7d", "#ff9d9a", "#86bcb6", "#8cd17d", "#f1ce63",
-           "#d4a6c8", "#fabfd2", "#d7b5a6", "#79706e"]
 MAX_CATEGORIES = len(PALETTE)
 MAX_CSV_VALUES = 20_000_000  # N * D above this is too big for a CSV download; use latents.npz
 MAX_DISPLAY_SIDE = 2048
-IMAGE_PX = 224            # single images are enlarged (nearest neighbour) to about this size
-GRID_PX = 640             # grids and strips: longest side about this size
+# Sizes for a projector at the back of a classroom: single images at least IMAGE_PX, every tile of a grid
+# or strip at least TILE_PX, always by a whole nearest-neighbour factor (crisp pixels, no smoothing).
+IMAGE_PX = 192
+TILE_PX = 96
+LABEL_BG = "#f2f2f2"      # label bands: a light band of their own, readable on a light and a dark page
+LABEL_INK = "#1a1a1a"
+GRID_LINE = (64, 64, 64)  # the grey between tiles (image_grid's pad_value)
+STRIP_MAX_PX = 740        # strips wrap into rows this wide: the tab column beside the map at 1440 px
 
 
 # ---- image grids ---------------------------------------------------------------------------------------
@@ -90,6 +93,20 @@ def to_pil(image) -> Image.Image:
     return Image.fromarray(a[..., 0] if a.shape[2] == 1 else a, mode="L" if a.shape[2] == 1 else "RGB")
 
 
+def factor_for(side: int, minimum: int) -> int:
+    """The smallest whole factor that brings `side` pixels to at least `minimum` (1 when already there)."""
+    return max(1, -(-int(minimum) // max(1, int(side))))
+
+
+def enlarge(image, minimum: int) -> Image.Image:
+    """Nearest-neighbour enlargement by the smallest whole factor that makes the longer side >= minimum."""
+    im = to_pil(image)
+    factor = min(factor_for(max(im.size), minimum), max(1, MAX_DISPLAY_SIDE // max(im.size)))
+    if factor == 1:
+        return im
+    return im.resize((im.size[0] * factor, im.size[1] * factor), resample=Image.Resampling.NEAREST)
+
+
 def upscale(image, size: int) -> Image.Image:
     """Nearest-neighbour enlargement by the largest integer factor that keeps the longer side <= size
     (at least 1): small images stay crisp instead of blurry."""
@@ -108,37 +125,82 @@ def to_png_bytes(image) -> bytes:
 
 
 def show(image, size: int = IMAGE_PX) -> Image.Image:
-    """One image as shown in the app: uint8 (H, W, C) enlarged with nearest neighbour (stays crisp)."""
-    return upscale(image, size)
+    """One image as shown in the app: uint8 (H, W, C) enlarged with nearest neighbour to at least `size` px."""
+    return enlarge(image, size)
 
 
-def grid(images, nrow: int, size: int = GRID_PX) -> Image.Image:
-    """A grid of images as shown in the app: enlarged to about `size` pixels when smaller."""
-    picture = image_grid(images, nrow=nrow)
-    return upscale(picture, size) if max(picture.size) < size else picture
+def enlarged_tiles(images, tile: int = TILE_PX) -> np.ndarray:
+    """uint8 (B, H, W, C) with every image repeated by the whole factor that makes it >= `tile` px."""
+    a = _as_uint8_batch(images)
+    f = factor_for(max(a.shape[1:3]), tile)
+    return a if f == 1 else a.repeat(f, axis=1).repeat(f, axis=2)
 
 
-def captioned_grid(images, captions: Sequence[str], nrow: int, tile: int = 64) -> Image.Image:
-    """Thumbnails (B, h, w, C) uint8 in rows of `nrow`, each enlarged to `tile` px with its caption below.
-    One picture instead of a gallery of files: a click sends three images, not ten."""
-    font = _font(12)
-    n = len(images)
-    cols = max(1, min(nrow, n))
-    rows = int(math.ceil(n / cols))
-    pad, text_h = 4, 16
-    sheet = Image.new("RGB", (cols * (tile + pad) + pad, rows * (tile + text_h + pad) + pad), "white")
+def grid(images, nrow: int, tile: int = TILE_PX) -> Image.Image:
+    """A grid or strip of images as shown in the app: each tile enlarged (nearest neighbour, a whole factor)
+    to at least `tile` px, thin grey lines between them."""
+    return image_grid(enlarged_tiles(images, tile), nrow=nrow, padding=3, pad_value=GRID_LINE[0])
+
+
+def labelled_grid(images, nrow: int, row_labels: Sequence[str], column_labels: Sequence[str],
+                  tile: int = TILE_PX) -> Image.Image:
+    """A grid (rows of `nrow` tiles, as `grid`) with a label band above each row ('z3 · KL 2.31 · moves x')
+    and the column values under the last row: the picture says what it shows, also when it is downloaded
+    and pasted into a slide. Bands above the rows, not beside them, keep it as narrow as its tiles."""
+    a = enlarged_tiles(images, tile)
+    n, side = a.shape[0], a.shape[1]
+    cols = max(1, min(int(nrow), n))
+    rows = math.ceil(n / cols)
+    pad, band = 3, TEXT_PX + 8
+    width = cols * (side + pad) + pad
+    sheet = Image.new("RGB", (width, rows * (band + side + pad) + pad + band), LABEL_BG)
     draw = ImageDraw.Draw(sheet)
-    for k, (image, caption) in enumerate(zip(images, captions)):
+    font = text_font(TEXT_PX)
+    for r in range(rows):
+        top = r * (band + side + pad)
+        if r < len(row_labels):
+            draw.text((pad + 2, top + 4), str(row_labels[r]), fill=LABEL_INK, font=font)
+        draw.rectangle([0, top + band, width - 1, top + band + side + 2 * pad - 1], fill=GRID_LINE)
+        for c in range(cols):
+            k = r * cols + c
+            if k < n:
+                sheet.paste(to_pil(a[k]).convert("RGB"), (pad + c * (side + pad), top + band + pad))
+    foot = rows * (band + side + pad) + pad
+    for c, text in enumerate(list(column_labels)[:cols]):
+        centre = pad + c * (side + pad) + side / 2
+        draw.text((centre - draw.textlength(str(text), font=font) / 2, foot + 3), str(text), fill=LABEL_INK, font=font)
+    return sheet
+
+
+def strip(images, tile: int = TILE_PX, max_width: int = STRIP_MAX_PX, per_row: Optional[int] = None) -> Image.Image:
+    """A sequence of images (a path, strengths, samples) in order, left to right, `per_row` to a row (default:
+    all) but in rows no wider than `max_width`: it fits its column at full tile size instead of being shrunk
+    or scrolled."""
+    a = enlarged_tiles(images, tile)
+    fit = max(1, (max_width - 3) // (a.shape[2] + 3))
+    return image_grid(a, nrow=max(1, min(a.shape[0], per_row or a.shape[0], fit)), padding=3, pad_value=GRID_LINE[0])
+
+
+def captioned_grid(images, captions: Sequence[str], nrow: int, tile: int = TILE_PX,
+                   max_width: int = STRIP_MAX_PX) -> Image.Image:
+    """Thumbnails (B, h, w, C) uint8 in rows of `nrow` (fewer where that is wider than `max_width`), each
+    enlarged (a whole nearest-neighbour factor) to at least `tile` px with its caption below. One picture
+    instead of a gallery of files: a click sends three images, not ten."""
+    font = text_font(TEXT_PX)
+    a = enlarged_tiles(images, tile)
+    n, side = a.shape[0], max(a.shape[1:3])
+    cols = max(1, min(nrow, n, (max_width - 4) // (side + 4)))
+    rows = int(math.ceil(n / cols))
+    pad, text_h = 4, TEXT_PX + 6
+    sheet = Image.new("RGB", (cols * (side + pad) + pad, rows * (side + text_h + pad) + pad), LABEL_BG)
+    draw = ImageDraw.Draw(sheet)
+    for k, caption in enumerate(list(captions)[:n]):
         r, c = divmod(k, cols)
-        x, y = pad + c * (tile + pad), pad + r * (tile + text_h + pad)
-        thumb = to_pil(image).convert("RGB")
-        factor = max(1, tile // max(thumb.size))
-        thumb = thumb.resize((thumb.size[0] * factor, thumb.size[1] * factor), Image.Resampling.NEAREST)
-        if max(thumb.size) > tile:
-            thumb = thumb.resize((tile, tile), Image.Resampling.BOX)
-        sheet.paste(thumb, (x + (tile - thumb.size[0]) // 2, y + (tile - thumb.size[1]) // 2))
+        x, y = pad + c * (side + pad), pad + r * (side + text_h + pad)
+        thumb = to_pil(a[k]).convert("RGB")
+        sheet.paste(thumb, (x + (side - thumb.size[0]) // 2, y + (side - thumb.size[1]) // 2))
         width = draw.textlength(caption, font=font)
-        draw.text((x + (tile - width) / 2, y + tile + 1), caption, fill="#333333", font=font)
+        draw.text((x + (side - width) / 2, y + side + 2), caption, fill=LABEL_INK, font=font)
     return sheet
 
 
@@ -146,7 +208,7 @@ def make_gif(frames, fps: float = 10.0, pingpong: bool = False, size: Optional[i
     """An animated GIF (loops forever) from frames: uint8 (T, H, W, C) or a list of images.
 
     pingpong: play forwards then backwards (without repeating the end frames).
-    size:     nearest-neighbour upscale each frame to about this many pixels (see `upscale`).
+    size:     nearest-neighbour enlargement of each frame to at least this many pixels (see `enlarge`).
     """
     a = _as_uint8_batch(frames)
     fps = float(fps)
@@ -159,96 +221,13 @@ def make_gif(frames, fps: float = 10.0, pingpong: bool = False, size: Optional[i
         order += order[-2:0:-1]
     images = [to_pil(a[i]) for i in order]
     if size:
-        images = [upscale(im, size) for im in images]
+        images = [enlarge(im, size) for im in images]
     images = [im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT) if im.mode == "RGB" else im
               for im in images]
     buf = io.BytesIO()
     images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], loop=0,
                    duration=max(20, int(round(1000.0 / fps))), optimize=False, disposal=1)
     return buf.getvalue()
-
-
-# ---- small charts -------------------------------------------------------------------------------------
-def _font(size: int = 11):
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has no size argument
-        return ImageFont.load_default()
-
-
-def kl_bar_figure(kl_per_dim, width: int = 480, height: int = 200) -> Image.Image:
-    """Bar chart of the mean KL (nats) of each latent dimension. Dimensions above 0.01 nats (carrying
-    information) are drawn in colour, collapsed ones in grey."""
-    kl = np.asarray(kl_per_dim, dtype=np.float64).reshape(-1)
-    if kl.size == 0 or not np.all(np.isfinite(kl)):
-        raise UserError("KL per dimension must be a non-empty list of finite numbers")
-    im = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(im)
-    font = _font(11)
-    left, right, top, bottom = 44, 8, 18, 20
-    plot_w, plot_h = width - left - right, height - top - bottom
-    top_value = max(float(kl.max()), 1e-6)
-    draw.text((4, 2), "KL per dimension (nats)", fill="black", font=font)
-    draw.line([(left, top), (left, top + plot_h), (left + plot_w, top + plot_h)], fill="black")
-    draw.text((2, top - 6), f"{top_value:.3g}", fill="black", font=font)
-    draw.text((2, top + plot_h - 8), "0", fill="black", font=font)
-    n = kl.size
-    slot = plot_w / n
-    for d, v in enumerate(kl):
-        x0 = left + d * slot + slot * 0.15
-        x1 = left + (d + 1) * slot - slot * 0.15
-        bar_h = max(0.0, v) / top_value * plot_h
-        colour = PALETTE[0] if v > 0.01 else "#bbbbbb"
-        if x1 - x0 < 1:
-            x1 = x0 + 1
-        draw.rectangle([x0, top + plot_h - bar_h, x1, top + plot_h], fill=colour)
-        if n <= 32 and (n <= 16 or d % 2 == 0):
-            label = str(d)
-            tw = draw.textlength(label, font=font)
-            draw.text((left + (d + 0.5) * slot - tw / 2, top + plot_h + 3), label, fill="black", font=font)
-    return im
-
-
-def posterior_figure(mu, logvar, dims: Optional[Sequence[int]] = None, width: int = 360,
-                     row_height: int = 16, span: float = 4.0) -> Image.Image:
-    """Posterior of one image per latent dimension: mean (dot) ± 2σ (bar) against the prior's ±2
-    band (grey) on an axis from −span to +span (values beyond are clipped, marked with an arrow)."""
-    m = np.asarray(mu, dtype=np.float64).reshape(-1)
-    lv = np.zeros_like(m) if logvar is None else np.asarray(logvar, dtype=np.float64).reshape(-1)
-    if m.size == 0 or m.shape != lv.shape or not (np.all(np.isfinite(m)) and np.all(np.isfinite(lv))):
-        raise UserError("mu and logvar must be finite vectors of the same length")
-    order = list(range(m.size)) if dims is None else [int(d) for d in dims]
-    if not order or min(order) < 0 or max(order) >= m.size:
-        raise UserError(f"dims must be indices in 0..{m.size - 1}")
-    order = order[:64]
-    sigma = np.exp(0.5 * np.clip(lv, -30, 30))
-    label_w, margin = 34, 6
-    height = row_height * len(order) + 22
-    im = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(im)
-    font = _font(10)
-    x0, x1 = label_w, width - margin
-
-    def px(v: float) -> float:
-        return x0 + (np.clip(v, -span, span) + span) / (2 * span) * (x1 - x0)
-
-    draw.rectangle([px(-2), 0, px(2), row_height * len(order)], fill="#eeeeee")
-    draw.line([(px(0), 0), (px(0), row_height * len(order))], fill="#cccccc")
-    for r, d in enumerate(order):
-        cy = r * row_height + row_height / 2
-        draw.text((2, cy - 6), f"z{d}", fill="black", font=font)
-        lo, hi = m[d] - 2 * sigma[d], m[d] + 2 * sigma[d]
-        draw.line([(px(lo), cy), (px(hi), cy)], fill=PALETTE[0], width=3)
-        cx = px(m[d])
-        draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=PALETTE[2])
-        if abs(m[d]) > span:
-            draw.text((cx - 4 if m[d] > 0 else cx, cy - 12), ">" if m[d] > 0 else "<", fill=PALETTE[2], font=font)
-    axis_y = row_height * len(order) + 4
-    for v in (-span, -2, 0, 2, span):
-        label = f"{v:g}"
-        tw = draw.textlength(label, font=font)
-        draw.text((px(v) - tw / 2, axis_y), label, fill="black", font=font)
-    return im
 
 
 # ---- map payload and downloads -------------------------------------------------------------------------
@@ -275,9 +254,10 @@ def _color_values(run: LoadedRun, color_by: str) -> tuple[Optional[np.ndarray], 
     if color_by == "split" and "split" in lat:
         return lat["split"].astype(np.float64), "categorical"
     if color_by in run.label_names and "labels" in lat:
-        k = run.label_names.index(color_by)
-        kind = run.label_kinds[k] if k < len(run.label_kinds) else "continuous"
-        return lat["labels"][:, k].astype(np.float64), kind
+        info = run.labels[run.label_names.index(color_by)]
+        codes = lat["labels"][:, run.label_names.index(color_by)]
+        # Ordered factors stored as class indices (dSprites' position, scale...) are coloured by their real value.
+        return (codes.astype(np.float64), info.kind) if info.is_categorical else (info.real(codes), "continuous")
     if isinstance(color_by, str) and color_by.startswith("z") and color_by[1:].isdigit():
         d = int(color_by[1:])
         if d < run.latent_dim:
@@ -285,9 +265,12 @@ def _color_values(run: LoadedRun, color_by: str) -> tuple[Optional[np.ndarray], 
     raise UserError(f"cannot colour the map by {color_by!r} (choose one of: {', '.join(color_options(run))})")
 
 
-def _category_label(color_by: str, value: float) -> str:
+def _category_label(run: LoadedRun, color_by: str, value: float) -> str:
+    """The legend's name of a category: 'train', 'heart', '7', 'glasses'."""
     if color_by == "split":
         return {0: "train", 1: "test"}.get(int(value), str(value))
+    if color_by in run.label_names:
+        return run.labels[run.label_names.index(color_by)].format(value)
     return f"{int(value)}" if float(value).is_integer() else f"{value:g}"
 
 
@@ -321,7 +304,7 @@ def map_payload(run: LoadedRun, color_by: str = "none") -> dict:
         else:
             counts = np.bincount(codes, minlength=len(categories))
             payload["color"] = codes.astype(np.int64).tolist()
-            payload["legend"] = [{"code": i, "label": _category_label(color_by, c), "color": PALETTE[i],
+            payload["legend"] = [{"code": i, "label": _category_label(run, color_by, c), "color": PALETTE[i],
                                   "count": int(counts[i])} for i, c in enumerate(categories)]
     if values is not None and kind == "continuous":
         payload["color"] = np.round(values, 4).tolist()

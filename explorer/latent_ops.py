@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from training.attributes import roc_auc
 from training.errors import UserError
 from training.latent_map import PLACEMENT_NEIGHBOURS
 from training.models.base import Encoding
@@ -24,6 +25,8 @@ from .runs import LoadedRun
 MAX_BATCH = 1024            # latents decoded in one call
 MAX_GRID = 400              # images in one traversal grid
 MAX_ABS_LATENT = 1e3        # |z| beyond this is not a latent, it is a typo
+# A bias-corrected vector is offered only against a label correlated at least this much (|phi|).
+MIN_CONFOUNDER_CORRELATION = 0.1
 # Below this cosine distance two directions count as parallel and slerp falls back to lerp.
 _PARALLEL_EPS = 1e-6
 
@@ -223,8 +226,19 @@ def mean_latent_of_selection(run: LoadedRun, indices) -> np.ndarray:
 
 # ---- arithmetic ---------------------------------------------------------------------------------------
 def attribute_vector(run: LoadedRun, name: str, corrected: bool = False) -> tuple[np.ndarray, float]:
-    """(vector (D,) float32, ROC-AUC or NaN) of an attribute of attributes.json; `corrected` picks the
-    confounder-balanced vector."""
+    """(vector (D,) float32, ROC-AUC or NaN) of an attribute the run offers (`run.attribute_names`).
+
+    A class pair 'digit: 3 → 8' is mean(μ | 8) − mean(μ | 3) over the latent table, its AUC that of z·v
+    telling the two classes apart; any other name is a vector of attributes.json, where `corrected` picks
+    the confounder-balanced one."""
+    if name in run.class_pairs:
+        column, a, b = run.class_pairs[name]
+        labels = run.latents["labels"][:, column]
+        rows = (labels == a) | (labels == b)
+        mu, to = run.latents["mu"][rows].astype(np.float64), labels[rows] == b
+        v = mu[to].mean(axis=0) - mu[~to].mean(axis=0)
+        auc = roc_auc(mu @ v, to)
+        return v.astype(np.float32), float("nan") if auc is None else auc
     entry = run.attributes["attributes"][name]
     if corrected:
         entry = entry["corrected"]
@@ -232,9 +246,22 @@ def attribute_vector(run: LoadedRun, name: str, corrected: bool = False) -> tupl
     return np.asarray(entry["vector"], dtype=np.float32), (float(auc) if isinstance(auc, (int, float)) else float("nan"))
 
 
+def confounder_of(run: LoadedRun, name: str) -> Optional[tuple[str, float]]:
+    """(the label the bias-corrected vector of `name` balances against, their correlation), or None when
+    there is nothing worth balancing: no corrected vector, no confounder, or one correlated by less than
+    MIN_CONFOUNDER_CORRELATION (then the corrected vector is the plain one up to noise)."""
+    entry = ((run.attributes or {}).get("attributes", {}) if name not in run.class_pairs else {}).get(name)
+    corrected = entry.get("corrected") if isinstance(entry, dict) else None
+    if not isinstance(corrected, dict) or not corrected.get("confounder"):
+        return None
+    correlation = corrected.get("correlation")
+    if not isinstance(correlation, (int, float)) or abs(correlation) < MIN_CONFOUNDER_CORRELATION:
+        return None
+    return str(corrected["confounder"]), float(correlation)
+
+
 def has_corrected_vector(run: LoadedRun, name: str) -> bool:
-    attrs = (run.attributes or {}).get("attributes", {})
-    return isinstance(attrs.get(name), dict) and isinstance(attrs[name].get("corrected"), dict)
+    return confounder_of(run, name) is not None
 
 
 def apply_attribute(z, v, alpha: float) -> np.ndarray:

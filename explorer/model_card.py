@@ -54,7 +54,7 @@ def card(run) -> dict:
         "finished": run.done,
         "batch size": run.config.train.batch_size,
         "exported points": run.n_points,
-        "attributes": run.attribute_names,
+        "attributes": list(run.attributes.get("attributes", {})) if run.attributes else [],
         "samples": samples_note(m.name, run.has_prior),
     }
     if m.name in ("beta-vae", "btcvae"):

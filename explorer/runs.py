@@ -20,8 +20,10 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from training.config import RunConfig
+from training.data import describe_labels
 from training.errors import UserError
 from training.latent_map import LatentIndex
+from training.metrics.mig import factor_entropies, histogram_discretize, mutual_information_matrix
 from training.runfolder import (ATTRIBUTES_FILE, LATENTS_FILE, METRICS_FILE, Metrics, check_run_folder,
                                 is_finished, is_run_folder, load_attributes, load_latents, load_run, read_metrics)
 
@@ -29,6 +31,9 @@ from . import model_card
 
 # Folder names never searched for runs.
 _SKIP_DIRS = {"__pycache__", "node_modules"}
+MI_BINS = 20  # bins per latent dimension for the label information, as in MIG's protocol
+MAX_PAIR_CLASSES = 12  # a categorical label with more classes offers no class pairs (too many to list)
+
 
 @dataclass
 class LoadedRun:
@@ -68,9 +73,56 @@ class LoadedRun:
 
     @property
     def attribute_names(self) -> list:
-        if not self.attributes:
-            return []
-        return list(self.attributes.get("attributes", {}))
+        """The attribute vectors the Attributes tab offers: attributes.json's, except that a categorical
+        label (digit, shape) offers a 'from → to' vector per pair of its classes instead of its stored
+        class-against-the-rest one, which mixes every other class into 'the rest'."""
+        stored = list(self.attributes.get("attributes", {})) if self.attributes else []
+        pairs = self.class_pairs
+        replaced = {self.label_names[column] for column, _, _ in pairs.values()}
+        return [name for name in stored if name not in replaced] + list(pairs)
+
+    @functools.cached_property
+    def class_pairs(self) -> dict:
+        """{'digit: 3 → 8': (label column, code of 3, code of 8)} for each categorical label of the latent
+        table with 2..MAX_PAIR_CLASSES classes present, every ordered pair of its classes."""
+        if self.latents is None or "labels" not in self.latents or self.is_vq:
+            return {}
+        pairs = {}
+        for column, label in enumerate(self.labels):
+            if label.kind != "categorical":
+                continue
+            codes = np.unique(self.latents["labels"][:, column])
+            if not 2 <= len(codes) <= MAX_PAIR_CLASSES:
+                continue
+            for a in codes:
+                for b in codes:
+                    if a != b:
+                        pairs[f"{label.title}: {label.format(a)} → {label.format(b)}"] = (column, float(a), float(b))
+        return pairs
+
+    @functools.cached_property
+    def labels(self) -> list:
+        """What each label column means (training.data.LabelInfo): names, kinds, value names and units from
+        the dataset named in config.json, so that runs exported before these descriptions get them too."""
+        return describe_labels(self.config.data.name, self.label_names, self.label_kinds)
+
+    @functools.cached_property
+    def label_information(self) -> Optional[np.ndarray]:
+        """(D, labels) share of each label's entropy that each latent dimension carries: the mutual
+        information MIG uses (training.metrics.mig: 20 equal-width bins per dimension, nats) divided by the
+        label's entropy, on the exported table. Computed once per run; None without labels."""
+        if self.latents is None or "labels" not in self.latents or not self.label_names or self.is_vq:
+            return None
+        labels = self.latents["labels"].astype(np.float64)
+        # Labels with many distinct real values are binned like the codes (MI needs discrete classes).
+        classes = np.stack([np.unique(labels[:, k], return_inverse=True)[1].reshape(-1)
+                            if len(np.unique(labels[:, k])) <= MI_BINS
+                            else histogram_discretize(labels[:, k:k + 1], MI_BINS)[:, 0]
+                            for k in range(labels.shape[1])], axis=1).astype(np.int64)
+        mu = self.latents["mu"].astype(np.float64)
+        mi = mutual_information_matrix(histogram_discretize(mu, MI_BINS), classes)
+        entropy = factor_entropies(classes)
+        return mi / np.where(entropy > 0, entropy, np.inf)[None, :]
 
     @functools.cached_property
     def latent_index(self) -> LatentIndex:

@@ -22,6 +22,7 @@ import numpy as np
 
 from training.runfolder import DECODER_FILE
 
+from .figures import IMAGE_PX
 from .runs import LoadedRun, RunRegistry
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -42,7 +43,7 @@ TEMPLATE = (
 CSS = """
 .vae-live { display: flex; flex-direction: column; gap: 4px; }
 .vae-live-label { font-size: var(--block-label-text-size); color: var(--block-label-text-color); }
-.vae-live-canvas { width: min(100%, var(--vae-live-size, 240px)); height: auto; image-rendering: pixelated; }
+.vae-live-canvas { width: auto; height: auto; max-width: none; align-self: flex-start; image-rendering: pixelated; }
 .vae-live-note { font-size: 0.9em; color: var(--body-text-color-subdued); }
 """
 
@@ -105,6 +106,7 @@ def live_view(label: str, image_id: str, slider_ids: list[str], **kwargs) -> gr.
         label=label,
         image_id=image_id,
         slider_ids=list(slider_ids),
+        image_px=IMAGE_PX,   # the canvas draws at the server's size: the smallest whole factor reaching it
         module_url=file_url(os.path.join(STATIC_DIR, "latent_decoder.js")),
         runtime_url=file_url(RUNTIME_DIR) + "/",
         **kwargs,

@@ -249,6 +249,62 @@ def test_other_tabs_render(page):
     assert not page.errors, page.errors
 
 
+def natural_and_shown(page, selector: str) -> list:
+    return page.evaluate("(sel) => { const i = document.querySelector(sel + ' img');"
+                         " return i ? [i.naturalWidth, i.naturalHeight, i.clientWidth, i.clientHeight] : null; }",
+                         selector)
+
+
+def test_pictures_are_shown_at_their_natural_size(page):
+    """Pictures come enlarged by whole nearest-neighbour factors: the page must neither shrink them (a wide
+    grid squeezed into its column) nor stretch them by a fraction, and no toolbar or label covers them."""
+    open_tab(page, "Disentangle")
+    wait_for(lambda: image_src(page, "#trav-grid"), "the traversal grid")
+    open_tab(page, "Point")
+    for selector in ("#pt-image", "#pt-recon", "#neighbours", "#trav-grid"):
+        if selector == "#trav-grid":
+            open_tab(page, "Disentangle")
+        sizes = wait_for(lambda: (lambda s: s if s and s[2] > 0 else None)(natural_and_shown(page, selector)),
+                         f"{selector} on screen")
+        assert sizes[:2] == sizes[2:], f"{selector}: natural {sizes[:2]}, shown {sizes[2:]}"
+        assert min(sizes[:2]) >= 96
+        assert page.locator(f"{selector} button[aria-label]").count() == 0  # no download / share / fullscreen
+        overlap = page.evaluate("(sel) => { const l = document.querySelector(sel + ' label[data-testid=block-label]');"
+                                " const i = document.querySelector(sel + ' img');"
+                                " return l && l.offsetParent ? l.getBoundingClientRect().bottom - i.getBoundingClientRect().top : -1; }",
+                                selector)
+        assert overlap <= 0, f"{selector}: its label covers {overlap:.0f} px of the picture"
+    open_tab(page, "Attributes")  # its live canvas (drawn in the browser) follows the same sizes
+    canvas = wait_for(lambda: page.evaluate(
+        "() => { const c = document.querySelector('#attr-live canvas');"
+        " return c && !c.hidden && c.clientWidth ? [c.width, c.clientWidth] : null; }"), "the live canvas")
+    assert canvas[0] == canvas[1] and canvas[0] >= 192, canvas
+    assert not page.errors, page.errors
+
+
+def test_charts_are_not_white_boxes_in_the_dark_theme(page, app_url):
+    def chart_brightness(theme: str) -> float:
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        other = page.context.browser.new_page(viewport={"width": 1280, "height": 800})
+        try:
+            other.goto(app_url + ("?__theme=dark" if theme == "dark" else ""))
+            other.wait_for_selector("#latent-map .vae-map-plot .main-svg", timeout=60_000)
+            open_tab(other, "Disentangle")
+            other.wait_for_selector("#kl-chart img", timeout=60_000)
+            chart = other.locator("#kl-chart img")
+            chart.scroll_into_view_if_needed()
+            return float(np.asarray(Image.open(io.BytesIO(chart.screenshot())).convert("L")).mean())
+        finally:
+            other.close()
+
+    assert chart_brightness("light") > 180  # black on white in the light theme
+    assert chart_brightness("dark") < 80    # and dark, not a white box, in the dark theme
+
+
 def test_switching_runs_redraws_the_map_and_the_card(page):
     before = page.evaluate("document.querySelector('#latent-map .vae-map-plot').data[0].x.length")
     page.locator("#run input").click()

@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from explorer import figures, latent_ops as ops, pictures
+from explorer import charts, figures, latent_ops as ops, pictures
 from explorer.checks import choice, number, whole_number
 from explorer.points import Points, require_latents
 from explorer.tabs.attributes import checked_attribute
@@ -209,8 +209,8 @@ def test_attribute_vectors_from_attributes_json():
         checked_attribute(run, "nope", corrected=False)
     assert json.loads(figures.attributes_json(run))["attributes"]["smile"]["vector"] == run.attributes[
         "attributes"]["smile"]["vector"]
-    with pytest.raises(UserError, match="no attribute"):
-        checked_attribute(table_run(), "smile", corrected=False)
+    with pytest.raises(UserError, match="no attribute"):  # no attributes.json and no categorical labels
+        checked_attribute(table_run(labels=False), "smile", corrected=False)
 
 
 # ---- figures and payloads ---------------------------------------------------------------------------------
@@ -222,7 +222,8 @@ def test_map_payload_for_10000_points_is_small_and_complete():
         assert size <= 2_000_000, f"{color_by}: {size} bytes"
         assert len(payload["x"]) == len(payload["y"]) == len(payload["index"]) == 10_000
     cat = figures.map_payload(run, "shape")
-    assert cat["color_kind"] == "categorical" and [e["label"] for e in cat["legend"]] == ["0", "1", "2"]
+    # table_run's config names dSprites: its shape codes are named from the dataset's description
+    assert cat["color_kind"] == "categorical" and [e["label"] for e in cat["legend"]] == ["square", "ellipse", "heart"]
     assert sum(e["count"] for e in cat["legend"]) == 10_000
     codes = np.array(cat["color"])
     np.testing.assert_array_equal(codes, run.latents["labels"][:, 0].astype(int))
@@ -272,11 +273,12 @@ def test_gif_has_the_requested_frames_and_loops():
 
 def test_small_charts_draw():
     kl = figures.kl_bar_figure([0.0, 2.5, 0.3, 1.0])
-    assert kl.size == (480, 200)
+    assert kl.size == (560, 260)
     px = np.asarray(kl)
     blue = np.all(px == np.array([0x4E, 0x79, 0xA7]), axis=2)
-    # bar heights at the bar centres (plot from x=44 to 472, four slots) follow the KL values
-    h = [int(blue[:, int(44 + (d + 0.5) * 107)].sum()) for d in range(4)]
+    # bar heights at the bar centres (four slots across the plot area) follow the KL values
+    left, slot = charts.KL_PLOT_LEFT, (560 - charts.KL_PLOT_LEFT - charts.KL_PLOT_RIGHT) / 4
+    h = [int(blue[:, int(left + (d + 0.5) * slot)].sum()) for d in range(4)]
     assert h[0] == 0 and h[1] > h[3] > h[2] > 0
     post = figures.posterior_figure(np.array([0.0, 5.0, -1.0]), np.array([0.0, -2.0, 1.0]))
     assert post.size[1] > 3 * 16
@@ -548,9 +550,9 @@ def test_real_run_map_payload_downloads_and_attributes(tiny_run_root):
     assert v.shape == (4,) and (np.isnan(auc) or 0.0 <= auc <= 1.0)
     kl = ops.kl_per_dim(run)
     assert kl.shape == (4,) and ops.dims_by_kl(run)[0] == int(np.argmax(kl))
-    assert figures.kl_bar_figure(kl).size == (480, 200)
+    assert figures.kl_bar_figure(kl).size == (560, 260)
     mu, logvar = ops.encode_images(run, ops.table_images(run, [5]))
-    assert figures.posterior_figure(mu[0], logvar[0]).size[0] == 360
+    assert figures.posterior_figure(mu[0], logvar[0]).size[0] == 420
     # a table point's own thumbnail, encoded again, lands next to it on the map
     np.testing.assert_allclose(mu[0], run.latents["mu"][5], atol=1e-4)
     np.testing.assert_allclose(ops.place_on_map(run, mu)[0], run.latents["xy"][5], atol=1e-3)

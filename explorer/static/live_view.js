@@ -4,6 +4,7 @@
 //   props.value       the recipe: {kind, model, ...} (see ui_decode.recipe), or {model: null, note}
 //   props.slider_ids  elem_ids of the sliders this view follows, in the recipe's order
 //   props.image_id    elem_id of the server's picture, shown instead of the canvas in server mode
+//   props.image_px    the least side of a drawn image (figures.IMAGE_PX): whole nearest-neighbour factor
 //   props.module_url, props.runtime_url   latent_decoder.js and the vendored onnxruntime-web folder
 // Modes (element.dataset.mode): 'starting', 'browser' (canvas) or 'server' (every slider move sends
 // `trigger('server_frame')`, which runs the tab's public endpoint). For tests and the benchmark:
@@ -78,7 +79,8 @@ async function draw() {
       wanted = 0;
       const image = await d.decode(latent(recipe));
       if (d !== decoder) continue;   // the recipe changed meanwhile
-      lib.drawImage(canvas, image, Math.max(1, Math.floor(240 / Math.max(image.width, image.height))));
+      // The smallest whole factor that reaches the server's picture size (figures.enlarge): same pixels.
+      lib.drawImage(canvas, image, Math.max(1, Math.ceil(props.image_px / Math.max(image.width, image.height))));
       element.dataset.ms = (performance.now() - since).toFixed(2);
       if (!frames) element.dataset.first = performance.now().toFixed(1);   // ms since navigation
       element.dataset.frames = String(++frames);

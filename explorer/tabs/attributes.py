@@ -16,7 +16,7 @@ from ..checks import number, user_errors
 from ..runs import LoadedRun
 from .events import HEAVY, LIVE, Page, Step, cleared_on_failure, pixel_image, private, then
 
-STRIP_STRENGTHS = np.linspace(-3.0, 3.0, 7)
+STRIP_STRENGTHS = np.linspace(-3.0, 3.0, 5)  # five tiles >= 96 px fit one row of the tab
 
 
 def checked_attribute(run: LoadedRun, attribute, corrected) -> tuple[np.ndarray, float]:
@@ -27,23 +27,54 @@ def checked_attribute(run: LoadedRun, attribute, corrected) -> tuple[np.ndarray,
         raise UserError(f"unknown attribute {str(attribute)[:60]!r} "
                         f"(this run has: {', '.join(run.attribute_names)})")
     if corrected and not ops.has_corrected_vector(run, attribute):
-        raise UserError(f"attribute {attribute!r} has no confounder-corrected vector")
+        raise UserError(f"attribute {attribute!r} has no bias-corrected vector: no other label is correlated "
+                        "with it, so there is nothing to balance against")
     return ops.attribute_vector(run, attribute, corrected=bool(corrected))
 
 
 def attribute_markdown(run: LoadedRun, attribute: str, corrected: bool, auc: float) -> str:
-    entry = run.attributes["attributes"][attribute]
+    """How the vector was made, what it balances against and how well it separates, in words."""
     name = html.escape(attribute)
-    lines = [f"**{name}** vector = mean(μ | {name}) − mean(μ | not)"]
-    if corrected:
-        conf = entry.get("corrected", {}).get("confounder")
-        lines.append(f"bias-corrected (balanced against *{html.escape(str(conf))}*)" if conf else "bias-corrected")
+    if attribute in run.class_pairs:
+        column, a, b = run.class_pairs[attribute]
+        label = run.labels[column]
+        labels = run.latents["labels"][:, column]
+        low, high = html.escape(label.format(a)), html.escape(label.format(b))
+        lines = [f"**{name}** vector = mean(μ | {high}) − mean(μ | {low})",
+                 f"examples: {low} {int((labels == a).sum())}, {high} {int((labels == b).sum())}"]
+        if math.isfinite(auc):
+            lines.append(f"ROC-AUC of z·v telling {high} from {low}: **{auc:.3f}** (0.5 = no better than chance)")
+        return "  \n".join(lines)
+    entry = run.attributes["attributes"][attribute]
+    label = next((info for info in run.labels if info.name == attribute), None)
+    title = html.escape(label.title if label else attribute)
+    if label is not None and label.kind == "binary":
+        yes, no = (html.escape(label.format(v)) for v in (1, 0))
+        lines = [f"**{name}** vector = mean(μ | {yes}) − mean(μ | {no})"]
+    else:
+        lines = [f"**{name}** vector = mean(μ | high {title}) − mean(μ | low {title})"]
+    confounder = ops.confounder_of(run, attribute)
+    if corrected and confounder:
+        lines.append(f"bias-corrected: balanced against *{html.escape(confounder[0])}* (correlated "
+                     f"{confounder[1]:+.2f} with {title} in the data), so that it does not add {html.escape(confounder[0])} too")
+    elif confounder:
+        lines.append(f"{title} is correlated {confounder[1]:+.2f} with *{html.escape(confounder[0])}* in the data: "
+                     "tick “Bias-corrected” to balance it out")
     if math.isfinite(auc):
-        lines.append(f"ROC-AUC of z·v as a classifier of {name}: **{auc:.3f}** (0.5 = no better than chance)")
+        lines.append(f"ROC-AUC of z·v as a classifier of {title}: **{auc:.3f}** (0.5 = no better than chance)")
     counts = [f"{k.replace('n_', '')} {entry[k]}" for k in ("n_pos", "n_neg") if k in entry]
     if counts:
         lines.append("examples: " + ", ".join(counts))
     return "  \n".join(lines)
+
+
+def correction_choice(run: LoadedRun, attribute) -> gr.Checkbox:
+    """The bias-correction box for an attribute: offered, and naming what it balances against, only where
+    another label is correlated with it; otherwise unticked and greyed out, saying why."""
+    confounder = ops.confounder_of(run, attribute) if attribute in run.attribute_names else None
+    if confounder is None:
+        return gr.Checkbox(value=False, interactive=False, label="Bias correction: no correlated label to balance")
+    return gr.Checkbox(interactive=True, label=f"Bias-corrected (balanced against {confounder[0]})")
 
 
 class AttributesTab:
@@ -66,7 +97,7 @@ class AttributesTab:
                                                 ["strength"], elem_id="attr-live")
         self.info = gr.Markdown(elem_id="attr-info")
         self.button = gr.Button("Apply", elem_id="attr-btn")
-        gr.Markdown("Strength −3 … +3:")
+        gr.Markdown("Strength −3, −1.5, 0, +1.5, +3:")
         self.strip = pixel_image(show_label=False, elem_id="attr-strip")
         gr.Markdown("#### Analogy: A − B + ★\n*“A is to B as ? is to ★”* — A and B from the "
                     "Interpolate tab, ★ the input point above.")
@@ -95,9 +126,14 @@ class AttributesTab:
             cleared_on_failure(dep, [*step.outputs, self.view],
                                lambda: (None, None, None, "", ui_decode.no_recipe()))
 
+        # The box says what it balances against before the vector is drawn (a run switch sets the attribute too).
+        page.attr_dd.change(self.correction, [page.run_dd, page.attr_dd], [self.corrected], **LIVE, **private(),
+                            show_progress="hidden")
+        correction = Step(self.correction, [page.run_dd, page.attr_dd], [self.corrected], live=True, hidden=True)
         follow(then(page.set_input.click(None, [page.point], [page.attr_point], js="(p) => p"), step))
         follow(self.button.click(**step.io(), api_name="attribute", **HEAVY))
-        for listener in (page.attr_dd.input, self.corrected.input, page.attr_point.submit):
+        follow(then(page.attr_dd.input(**correction.io(), **LIVE, **private(), show_progress="hidden"), step))
+        for listener in (self.corrected.input, page.attr_point.submit):
             follow(listener(**step.io(), **HEAVY, **private()))
         # The slider decodes in the browser; the view sends `server_frame` per move only where it cannot.
         self.view.server_frame(**page.io.attribute_edit.io(), api_name="attribute_edit", trigger_mode="always_last",
@@ -105,6 +141,12 @@ class AttributesTab:
         self.analogy_button.click(**page.io.analogy.io(), api_name="analogy", **HEAVY)
 
     # ---- handlers ---------------------------------------------------------------------------------------
+    def correction(self, name: str, attribute):
+        try:
+            return correction_choice(self.points.run(name), attribute)
+        except UserError:
+            return gr.Checkbox(value=False, interactive=False)
+
     def _edited(self, name, attribute, corrected, point, strength, session):
         run = self.points.run(name)
         v, auc = checked_attribute(run, attribute, corrected)
@@ -118,7 +160,7 @@ class AttributesTab:
         run, v, auc, z, edited = self._edited(name, attribute, corrected, point, strength, session)
         strip = ops.decode(run, np.stack([ops.apply_attribute(z, v, s) for s in STRIP_STRENGTHS]))
         return (figures.show(self.points.image_of(run, point, session)), figures.show(edited),
-                figures.grid(strip, nrow=len(STRIP_STRENGTHS)), attribute_markdown(run, attribute, bool(corrected), auc))
+                figures.strip(strip), attribute_markdown(run, attribute, bool(corrected), auc))
 
     def attribute_recipe(self, name: str, attribute, corrected, point, session) -> dict:
         """What the browser needs to decode any strength: the input's latent and the vector."""

@@ -21,7 +21,10 @@ from ..runs import LoadedRun
 from .events import HEAVY, LIVE, Page, Step, image_out, pixel_image, private, then
 
 LIVE_DIMS = 6             # live sliders for the most active latent dimensions
-TRAVERSAL_STEPS = 9
+TRAVERSAL_STEPS = 5       # five columns of tiles >= 96 px fit the tab column beside the map at 1440 px
+MIN_SHARE = 0.1           # a row names a label only when it carries at least this share of its entropy
+GRID_COLUMN_PX = 600      # narrowest column for a traversal grid (it scrolls sideways inside when wider)
+ACTIVE_KL = 0.01          # nats: below this a dimension is collapsed (the KL chart's grey bars)
 VQ_NO_TRAVERSAL = "A VQ-VAE's latent is a grid of discrete codes"
 
 
@@ -31,13 +34,42 @@ def checked_span(span) -> float:
 
 def traversal_grid(run: LoadedRun, z: np.ndarray, span: float) -> tuple[Image.Image, str]:
     """The traversal grid from latent z over ±span and the note that says how to read it."""
-    dims = ops.dims_by_kl(run)[: min(10, run.latent_dim)]
-    images = ops.traversal(run, z=z, dims=dims, values=np.linspace(-span, span, TRAVERSAL_STEPS))
+    dims = traversal_dims(run)
+    values = np.linspace(-span, span, TRAVERSAL_STEPS)
+    images = ops.traversal(run, z=z, dims=dims, values=values)
+    rows = [row_label(run, int(d)) for d in dims]
+    picture = figures.labelled_grid(images, TRAVERSAL_STEPS, rows, [f"{v:.2g}" for v in values])
+    note = ("Each row sets one dimension to the values under the columns; the other dimensions stay at the "
+            "point's posterior mean. Above each row: its KL (nats; near 0 = collapsed, ignored by the decoder) "
+            "and the label it moves most: the mutual information MIG uses, as a share of that label's entropy "
+            "(1 = the dimension alone tells the label). Rows are ordered by KL.")
+    return picture, note
+
+
+def traversal_dims(run: LoadedRun, most: int = 10, collapsed: int = 2) -> np.ndarray:
+    """The rows of a traversal: the dimensions that carry information (KL above ACTIVE_KL), most first,
+    then `collapsed` ones to show what a collapsed dimension looks like; `most` rows at most."""
+    order = ops.dims_by_kl(run)
     kl = ops.kl_per_dim(run)
-    rows = ", ".join(f"z{int(d)}" + (f" ({kl[int(d)]:.2f})" if kl is not None else "") for d in dims)
-    note = (f"Rows, top to bottom: {rows} — ordered by KL (nats). Columns: the dimension set to "
-            f"{-span:g} … {span:g}, the other dimensions kept at the point's posterior mean.")
-    return figures.grid(images, nrow=TRAVERSAL_STEPS), note
+    if kl is None:
+        return order[:most]
+    active = [int(d) for d in order if kl[d] > ACTIVE_KL]
+    rest = [int(d) for d in order if kl[d] <= ACTIVE_KL]
+    return np.asarray((active + rest[:collapsed])[:most], dtype=np.int64)
+
+
+def row_label(run: LoadedRun, d: int) -> str:
+    """The label band of traversal row z_d: 'z3 · KL 2.31 · moves x (0.67)', or '… · collapsed'."""
+    kl = ops.kl_per_dim(run)
+    parts = [f"z{d}"] + ([f"KL {kl[d]:.2f}"] if kl is not None else [])
+    if kl is not None and kl[d] <= ACTIVE_KL:
+        return " · ".join(parts + ["collapsed"])
+    info = run.label_information
+    if info is not None and info.shape[0] > d:
+        k = int(np.argmax(info[d]))
+        if info[d, k] >= MIN_SHARE:
+            parts.append(f"moves {run.labels[k].title} ({info[d, k]:.2f})")
+    return " · ".join(parts)
 
 
 def scores_markdown(run: LoadedRun) -> str:
@@ -92,14 +124,16 @@ class DisentangleTab:
             self.from_click = gr.Button("Use clicked point", elem_id="trav-from-click", size="sm")
             page.compare_dd = gr.Dropdown(["none"] + page.names, value="none", label="Compare with run",
                                           elem_id="compare", allow_custom_value=True)
+        # Each column is as wide as a traversal grid of 96-px tiles wants: side by side on a wide screen,
+        # one above the other where the tab is narrower than two.
         with gr.Row(equal_height=False):
-            with gr.Column(min_width=220):
+            with gr.Column(min_width=GRID_COLUMN_PX):
                 gr.Markdown("**This run**")
                 self.grid = pixel_image(show_label=False, elem_id="trav-grid")
                 self.note = gr.Markdown(elem_id="trav-note")
                 self.kl = image_out(show_label=False, elem_id="kl-chart")
                 self.scores = gr.Markdown(elem_id="scores")
-            with gr.Column(min_width=220):
+            with gr.Column(min_width=GRID_COLUMN_PX):
                 gr.Markdown("**Compared run** (same image, encoded by that run)")
                 self.cmp_grid = pixel_image(show_label=False, elem_id="cmp-grid", visible=False)
                 self.cmp_note = gr.Markdown(elem_id="cmp-note")
@@ -171,7 +205,7 @@ class DisentangleTab:
         z = self.points.latent_of(run, point, session, "traversal point").astype(np.float64).copy()
         for d, v in zip(ops.dims_by_kl(run)[:LIVE_DIMS], values):
             z[int(d)] = number(v, f"value of z{int(d)}", -10.0, 10.0)
-        return figures.show(ops.decode(run, z)[0], 256)
+        return figures.show(ops.decode(run, z)[0])
 
     def live_recipe(self, name: str, point, session) -> dict:
         """What the browser needs to decode any slider values: the point's latent and the dims the sliders set."""

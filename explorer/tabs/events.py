@@ -85,8 +85,9 @@ def quietly(fn: Callable, outputs: list) -> Callable:
 
 
 def image_out(**kwargs) -> gr.Image:
-    """A read-only picture output (PIL in, PNG out)."""
-    return gr.Image(type="pil", format="png", interactive=False, **kwargs)
+    """A read-only picture output (PIL in, PNG out), without the toolbar that would cover its top-right
+    corner (the Downloads tab writes the pictures as files)."""
+    return gr.Image(type="pil", format="png", interactive=False, buttons=[], **kwargs)
 
 
 def pixel_image(**kwargs) -> gr.Image:

@@ -94,7 +94,7 @@ class InterpolateTab:
     def interpolate(self, name: str, a, b, method: str, steps, session):
         """A strip of frames decoded along the path from A to B (on posterior means)."""
         frames, _, steps = path_frames(self.points, self.points.run(name), a, b, method, steps, session)
-        return figures.grid(frames, nrow=steps, size=max(figures.GRID_PX, 96 * min(steps, 12)))
+        return figures.strip(frames)
 
     @user_errors
     def interpolate_frame(self, name: str, a, b, method: str, t, session):
@@ -122,5 +122,5 @@ class InterpolateTab:
         """Interpolation A → B (and back) as an animated GIF."""
         run = self.points.run(name)
         frames, method, _ = path_frames(self.points, run, a, b, method, steps, session)
-        data = figures.make_gif(frames, fps=8, pingpong=True, size=256)
+        data = figures.make_gif(frames, fps=8, pingpong=True, size=figures.IMAGE_PX)
         return self.downloads.write(run.name, f"interpolation-{method}", "gif", data)

@@ -12,8 +12,9 @@ from ..points import YOUR_IMAGE
 from ..runs import LoadedRun
 from .events import DECODE, LIVE, Page, Step, pixel_image, then
 
-NEIGHBOURS = 8
-MAX_SELECTION_SHOWN = 48  # images of a box/lasso selection shown (one picture: one file to send, not 48)
+NEIGHBOURS = 8            # in two rows of four: 96-px tiles or larger fit the tab beside the map
+MAX_SELECTION_SHOWN = 24  # images of a box/lasso selection shown (one picture: one file to send, not 24)
+SELECTION_PX = 540        # the selection picture's column (three quarters of the tab) holds rows this wide
 
 
 class PointTab:
@@ -23,7 +24,7 @@ class PointTab:
     def layout(self, page: Page) -> None:
         with gr.Row():
             self.image = pixel_image(label="Image", elem_id="pt-image", height=240)
-            self.recon = pixel_image(label="Reconstruction (decoded posterior mean)", elem_id="pt-recon", height=240)
+            self.recon = pixel_image(label="Reconstruction", elem_id="pt-recon", height=240)
         self.info = gr.Markdown(elem_id="pt-info")
         gr.Markdown("Nearest neighbours in latent space (Euclidean distance between posterior means):")
         self.neighbours = pixel_image(show_label=False, elem_id="neighbours")
@@ -59,7 +60,7 @@ class PointTab:
         info = describe_point(run, p) if p != YOUR_IMAGE else "**your image** (point -1)"
         nn = ops.nearest_neighbours(run, z, NEIGHBOURS + 1)
         nn = [int(i) for i in nn if int(i) != p][:NEIGHBOURS]
-        strip = figures.captioned_grid(points.thumbnails(run, nn), [f"#{i}" for i in nn], nrow=NEIGHBOURS)
+        strip = figures.captioned_grid(points.thumbnails(run, nn), [f"#{i}" for i in nn], nrow=NEIGHBOURS // 2)
         return figures.show(image), figures.show(recon), info, strip
 
     @user_errors
@@ -70,13 +71,10 @@ class PointTab:
         if not rows:
             return None, None, "Nothing selected. Use the box or lasso tool (top right of the map) to select points."
         shown = rows[:MAX_SELECTION_SHOWN]
-        grid = figures.captioned_grid(self.points.thumbnails(run, shown), [f"#{i}" for i in shown], nrow=8)
+        grid = figures.captioned_grid(self.points.thumbnails(run, shown), [f"#{i}" for i in shown], nrow=8,
+                                      max_width=SELECTION_PX)
         mean = ops.decode(run, ops.mean_latent_of_selection(run, rows))[0]
         return grid, figures.show(mean), selection_markdown(run, rows)
-
-
-def _fmt(value) -> str:
-    return f"{float(value):.3g}" if isinstance(value, (float, np.floating)) else str(value)
 
 
 def describe_point(run: LoadedRun, p: int) -> str:
@@ -88,9 +86,9 @@ def describe_point(run: LoadedRun, p: int) -> str:
         parts.append("test split" if int(lat["split"][p]) == 1 else "train split")
     lines = [" · ".join(parts)]
     if "labels" in lat and run.label_names:
-        lines.append(", ".join(f"{n} = {_fmt(v)}" for n, v in zip(run.label_names, lat["labels"][p])))
+        lines.append(", ".join(f"{info.title} = {info.format(v)}" for info, v in zip(run.labels, lat["labels"][p])))
     x, y = lat["xy"][p]
-    lines.append(f"map position ({x:.2f}, {y:.2f})")
+    lines.append(f"map position ({x:.2f}, {y:.2f}) · right: the decoded posterior mean")
     return "  \n".join(lines)
 
 
@@ -99,6 +97,21 @@ def selection_markdown(run: LoadedRun, rows: list) -> str:
         f" (showing the first {MAX_SELECTION_SHOWN})" if len(rows) > MAX_SELECTION_SHOWN else "")
     if run.label_names and "labels" in run.latents:
         labels = run.latents["labels"][rows]
-        means = ", ".join(f"{n} {labels[:, k].mean():.3g}" for k, n in enumerate(run.label_names))
-        info += f"  \nmean labels: {means}"
+        info += "".join(f"  \n{label_summary(label, labels[:, k])}" for k, label in enumerate(run.labels))
     return info + "  \nRight: the decoded mean of their latents."
+
+
+def label_summary(label, codes: np.ndarray, most: int = 6) -> str:
+    """One label over a selection: counts of its classes, most frequent first ('digit: 3 ×12, 8 ×5'), or the
+    mean and range of a continuous value ('x: mean 0.42 (0.1 – 0.9)')."""
+    if label.is_categorical:
+        values, counts = np.unique(np.asarray(codes, dtype=np.float64), return_counts=True)
+        order = np.argsort(-counts, kind="stable")
+        shown = ", ".join(f"{label.format(values[i])} ×{int(counts[i])}" for i in order[:most])
+        more = f", {len(order) - most} more" if len(order) > most else ""
+        return f"{label.title}: {shown}{more}"
+    real = label.real(codes)
+    low, high = label.format_real(float(real.min())), label.format_real(float(real.max()))
+    if low == high:
+        return f"{label.title}: all {low}"
+    return f"{label.title}: mean {label.format_real(float(real.mean()))} ({low} – {high})"

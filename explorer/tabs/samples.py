@@ -33,7 +33,7 @@ def sample_grid(run: LoadedRun, n, seed, temperature) -> tuple[Image.Image, int]
     if not run.has_prior:
         raise UserError(f"run {run.name!r} has no prior to sample from (train one with `python -m training train-prior`)")
     images = ops.sample_prior(run, n, seed=seed, temperature=temperature)
-    return figures.grid(images, nrow=max(1, int(math.ceil(math.sqrt(n))))), seed
+    return figures.strip(images, per_row=max(1, int(math.ceil(math.sqrt(n))))), seed
 
 
 class SamplesTab:

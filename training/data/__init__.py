@@ -12,13 +12,19 @@ options are refused); every dataset has fixed `train_indices` / `test_indices` a
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 from ..config import DataConfig
 from ..errors import UserError
 from .base import ImageDataset, split_indices
 from .common import check_common_config
+from .dsprites import LABELS as DSPRITES_LABELS
 from .dsprites import DSprites, load_dsprites
 from .folder import load_folder
+from .labels import LabelInfo, plain_label
+from .smileys import LABELS as SMILEYS_LABELS
 from .smileys import Smileys, load_smileys
+from .torchvision_sets import LABELS as TORCHVISION_LABELS
 from .torchvision_sets import load_celeba, load_fashion_mnist, load_mnist
 
 # name -> loader(cfg) -> ImageDataset. "folder:PATH" is handled by its prefix (the path is not a name).
@@ -30,6 +36,8 @@ DATASETS = {
     "celeba": load_celeba,
 }
 FOLDER_PREFIX = "folder:"
+# name -> the description of its label columns (training/data/labels.py), each written beside its loader.
+LABEL_DESCRIPTIONS = {"dsprites": DSPRITES_LABELS, "smileys": SMILEYS_LABELS, **TORCHVISION_LABELS}
 
 
 def dataset_names() -> list:
@@ -50,4 +58,12 @@ def load_dataset(cfg: DataConfig) -> ImageDataset:
     return loader(cfg)
 
 
-__all__ = ["DATASETS", "DSprites", "ImageDataset", "Smileys", "dataset_names", "load_dataset", "split_indices"]
+def describe_labels(dataset: str, names: Sequence[str], kinds: Sequence[str] = ()) -> list[LabelInfo]:
+    """A LabelInfo per label column `names` of dataset `dataset` (its registry name, as in config.json);
+    columns the dataset does not describe (or an unknown dataset) get `plain_label` from `kinds`."""
+    described = {info.name: info for info in LABEL_DESCRIPTIONS.get(str(dataset), ())}
+    kinds = list(kinds) + ["continuous"] * (len(names) - len(kinds))
+    return [described.get(str(n)) or plain_label(str(n), str(k)) for n, k in zip(names, kinds)]
+
+
+__all__ = ["LabelInfo", "describe_labels", "DATASETS", "DSprites", "ImageDataset", "Smileys", "dataset_names", "load_dataset", "split_indices"]

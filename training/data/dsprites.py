@@ -34,6 +34,7 @@ import numpy as np
 
 from ..config import DataConfig
 from .common import check_options, fixed_split
+from .labels import LabelInfo
 from .procedural import NATIVE_SIZE, ProceduralDataset
 
 FACTOR_NAMES = ["shape", "scale", "orientation", "posX", "posY"]
@@ -57,6 +58,18 @@ SPRITE_RADIUS = SQUARE_SIDE / 2 * math.sqrt(2.0)
 WINDOW = 32
 
 
+def _label_descriptions() -> list:
+    grid = factor_value_grid()
+    return [
+        LabelInfo("shape", "shape", "categorical", value_names=tuple(SHAPE_NAMES)),
+        LabelInfo("scale", "scale", "continuous", values=tuple(grid[1]), value_range=(0.5, 1.0)),
+        LabelInfo("orientation", "orientation", "continuous", values=tuple(np.degrees(grid[2])), unit="°",
+                  value_range=(0.0, 360.0)),
+        LabelInfo("posX", "x", "continuous", values=tuple(grid[3]), value_range=(0.0, 1.0)),
+        LabelInfo("posY", "y", "continuous", values=tuple(grid[4]), value_range=(0.0, 1.0)),
+    ]
+
+
 def factor_value_grid() -> list:
     orientation = np.linspace(0.0, 2.0 * math.pi, 40)
     return [
@@ -66,6 +79,10 @@ def factor_value_grid() -> list:
         np.linspace(0.0, 1.0, 32),
         np.linspace(0.0, 1.0, 32),
     ]
+
+
+# The labels are the class indices; these say what each one is (real scale, degrees, position 0-1).
+LABELS = _label_descriptions()
 
 
 class DSprites(ProceduralDataset):

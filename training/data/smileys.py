@@ -51,10 +51,20 @@ from ..config import DataConfig
 from ..errors import UserError
 from .common import check_options, fixed_split, take_subset
 from .base import split_indices
+from .labels import LabelInfo
 from .procedural import NATIVE_SIZE, ProceduralDataset
 
 FACTOR_NAMES = ["smile", "glasses", "hue", "size", "pos_x", "pos_y"]
 LABEL_KINDS = ["continuous", "binary", "continuous", "continuous", "continuous", "continuous"]
+# The labels are the real factor values (see the table above).
+LABELS = [
+    LabelInfo("smile", "smile", "continuous", value_range=(-1.0, 1.0)),
+    LabelInfo("glasses", "glasses", "binary", value_names=("no glasses", "glasses")),
+    LabelInfo("hue", "hue", "continuous", value_range=(0.0, 1.0)),
+    LabelInfo("size", "size", "continuous", value_range=(0.7, 1.0)),
+    LabelInfo("pos_x", "x", "continuous", value_range=(0.0, 1.0)),
+    LabelInfo("pos_y", "y", "continuous", value_range=(0.0, 1.0)),
+]
 
 FACE_RADIUS = 20.0        # px at size 1
 POS_MIN, POS_SPAN = 22.0, 20.0

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from ..config import DataConfig
 from ..errors import UserError
+from .labels import LabelInfo
 from .common import (InMemoryDataset, check_options, data_dir_of, fixed_split, resize_uint8,
                      take_subset)
 
@@ -52,6 +53,10 @@ MNIST_KINDS = {
     "mnist": ("MNIST", "MNIST", "digit", [str(d) for d in range(10)]),
     "fashion-mnist": ("FashionMNIST", "FashionMNIST", "class", FASHION_CLASSES),
 }
+
+# What the label columns mean, per registry name (CelebA's 40 binary attributes need no more than their names).
+LABELS = {kind: [LabelInfo(label, label, "categorical", value_names=tuple(names))]
+          for kind, (_, _, label, names) in MNIST_KINDS.items()}
 
 
 def read_idx(path: str) -> np.ndarray:
