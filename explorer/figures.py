@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 
 from training.errors import UserError
 
-from .charts import PALETTE, TEXT_PX, kl_bar_figure, posterior_figure, text_font  # noqa: F401 (re-exported)
+from .charts import PALETTE, TEXT_PX, text_font
 from .latent_ops import dims_by_kl
 from .runs import LoadedRun
 

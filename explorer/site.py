@@ -19,7 +19,6 @@ would be too large is drawn with smaller thumbnails. The site is written into a 
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -29,7 +28,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-from PIL import Image
 
 from training.errors import UserError
 from training.runfolder import (CONFIG_FILE, DECODER_FILE, LATENTS_FILE, WEIGHTS_FILE, is_run_folder,

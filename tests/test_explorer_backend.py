@@ -272,7 +272,7 @@ def test_gif_has_the_requested_frames_and_loops():
 
 
 def test_small_charts_draw():
-    kl = figures.kl_bar_figure([0.0, 2.5, 0.3, 1.0])
+    kl = charts.kl_bar_figure([0.0, 2.5, 0.3, 1.0])
     assert kl.size == (560, 260)
     px = np.asarray(kl)
     blue = np.all(px == np.array([0x4E, 0x79, 0xA7]), axis=2)
@@ -280,12 +280,12 @@ def test_small_charts_draw():
     left, slot = charts.KL_PLOT_LEFT, (560 - charts.KL_PLOT_LEFT - charts.KL_PLOT_RIGHT) / 4
     h = [int(blue[:, int(left + (d + 0.5) * slot)].sum()) for d in range(4)]
     assert h[0] == 0 and h[1] > h[3] > h[2] > 0
-    post = figures.posterior_figure(np.array([0.0, 5.0, -1.0]), np.array([0.0, -2.0, 1.0]))
+    post = charts.posterior_figure(np.array([0.0, 5.0, -1.0]), np.array([0.0, -2.0, 1.0]))
     assert post.size[1] > 3 * 16
     with pytest.raises(UserError):
-        figures.kl_bar_figure([np.nan])
+        charts.kl_bar_figure([np.nan])
     with pytest.raises(UserError):
-        figures.posterior_figure([0.0, 1.0], [0.0])
+        charts.posterior_figure([0.0, 1.0], [0.0])
 
 
 # ---- image input --------------------------------------------------------------------------------------------
@@ -550,9 +550,9 @@ def test_real_run_map_payload_downloads_and_attributes(tiny_run_root):
     assert v.shape == (4,) and (np.isnan(auc) or 0.0 <= auc <= 1.0)
     kl = ops.kl_per_dim(run)
     assert kl.shape == (4,) and ops.dims_by_kl(run)[0] == int(np.argmax(kl))
-    assert figures.kl_bar_figure(kl).size == (560, 260)
+    assert charts.kl_bar_figure(kl).size == (560, 260)
     mu, logvar = ops.encode_images(run, ops.table_images(run, [5]))
-    assert figures.posterior_figure(mu[0], logvar[0]).size[0] == 420
+    assert charts.posterior_figure(mu[0], logvar[0]).size[0] == 420
     # a table point's own thumbnail, encoded again, lands next to it on the map
     np.testing.assert_allclose(mu[0], run.latents["mu"][5], atol=1e-4)
     np.testing.assert_allclose(ops.place_on_map(run, mu)[0], run.latents["xy"][5], atol=1e-3)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from training.errors import UserError
 
-from .. import figures, ui_decode
+from .. import charts, figures, ui_decode
 from .. import latent_ops as ops
 from .. import pictures
 from ..checks import number, user_errors
@@ -88,7 +88,7 @@ def kl_chart(run: LoadedRun) -> Optional[Image.Image]:
     kl = ops.kl_per_dim(run)
     if kl is None or run.is_vq or not np.any(kl > 0):
         return None
-    return figures.kl_bar_figure(kl)
+    return charts.kl_bar_figure(kl)
 
 
 def live_slider_updates(run: LoadedRun) -> list:

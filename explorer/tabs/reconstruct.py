@@ -10,7 +10,7 @@ import torch
 
 from training.errors import UserError
 
-from .. import figures
+from .. import charts, figures
 from .. import latent_ops as ops
 from .. import limits
 from .. import pictures
@@ -158,7 +158,7 @@ class ReconstructTab:
             posterior = None
             info.append("A VQ-VAE has no posterior spread: the encoder output is snapped to the nearest codes.")
         else:
-            posterior = figures.posterior_figure(mu[0], logvar[0], dims=ops.dims_by_kl(run)[:32])
+            posterior = charts.posterior_figure(mu[0], logvar[0], dims=ops.dims_by_kl(run)[:32])
             info.append("Posterior per dimension (most informative first): dot = mean, bar = ±2σ, "
                         "grey band = the prior's ±2.")
         return figures.show(shown_input), figures.show(recon), posterior, "  \n".join(info), session

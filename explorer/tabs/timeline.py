@@ -20,7 +20,7 @@ from PIL import Image
 from training.errors import UserError
 from training.runfolder import TIMELINE_FILE, has_timeline_file, load_timeline
 
-from .. import figures
+from .. import charts, figures
 from ..checks import user_errors, whole_number
 from ..points import Points
 from .events import DECODE, LIVE, Page, image_out, pixel_image, private
@@ -72,7 +72,7 @@ def frame(arrays: dict, k: int) -> tuple[str, Image.Image, Optional[Image.Image]
     samples = figures.grid(_hwc(arrays["samples"][k]), nrow=arrays["samples"].shape[1]) \
         if "samples" in arrays else None
     kl = arrays["kl_per_dim"]
-    chart = figures.kl_bar_figure(kl[k]) if np.any(kl[k] > 0) else None
+    chart = charts.kl_bar_figure(kl[k]) if np.any(kl[k] > 0) else None
     active = int((kl[k] > 0.01).sum())
     caption = (f"**Step {int(steps[k]):,}** (snapshot {k + 1} of {len(steps)}: "
                f"{', '.join(f'{int(s):,}' for s in steps)}). Top row: test images; below: their reconstructions.")
