@@ -138,6 +138,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default=os.path.join(REPO, "assets"))
     parser.add_argument("--positions", type=int, default=200)
+    parser.add_argument("--browser-only", action="store_true",
+                        help="skip the fallback drag through the server (quicker before/after comparisons)")
     args = parser.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -148,7 +150,7 @@ def main() -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     with torch_threads(1), sync_playwright() as p:
-        demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_options())
+        demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_options(demo))
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             cold, page = first_load(browser, url)   # the first visitor: the server loads the run too
@@ -158,14 +160,9 @@ def main() -> int:
             browser_drag = drag(page, args.positions, server=False)
             errors = list(page.errors)
             page.context.close()
-            fallback = open_page(browser, url, "delete window.WebAssembly;")
-            fallback.goto(url)
-            fallback.locator("#tabs button[role=tab]", has_text="Interpolate").first.click(timeout=60_000)
-            wait_for(fallback, lambda: view_state(fallback).get("mode") == "server"
-                     and fallback.locator("#frame img").count() > 0)
-            server_drag = drag(fallback, args.positions, server=True)
-            note = fallback.locator("#frame-live .vae-live-note").inner_text()
-            errors += fallback.errors
+            server_drag, note = {}, None
+            if not args.browser_only:
+                server_drag, note = fallback_drag(browser, url, args.positions, errors)
         finally:
             browser.close()
             demo.close()
@@ -177,6 +174,19 @@ def main() -> int:
                              and load["browser_decoding_first_load_mb"] <= TARGETS["browser_decoding_first_load_mb"])
     print(json.dumps(result))
     return 0
+
+
+def fallback_drag(browser, url: str, positions: int, errors: list) -> tuple[dict, str]:
+    """The same drag in a page without WebAssembly: through the server. Returns its stats and the note."""
+    fallback = open_page(browser, url, "delete window.WebAssembly;")
+    fallback.goto(url)
+    fallback.locator("#tabs button[role=tab]", has_text="Interpolate").first.click(timeout=60_000)
+    wait_for(fallback, lambda: view_state(fallback).get("mode") == "server" and fallback.locator("#frame img").count() > 0)
+    server_drag = drag(fallback, positions, server=True)
+    note = fallback.locator("#vae-live-page-note").inner_text()
+    errors += fallback.errors
+    fallback.context.close()
+    return server_drag, note
 
 
 if __name__ == "__main__":

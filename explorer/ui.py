@@ -54,8 +54,9 @@ Or point the app at other folders: `python app.py --runs path/to/runs`.
 """
 
 
-def launch_options() -> dict:
-    """Arguments for demo.launch() (Gradio 6 takes theme/CSS there, not in gr.Blocks)."""
+def launch_options(demo: Optional[gr.Blocks] = None) -> dict:
+    """Arguments for demo.launch() (Gradio 6 takes theme/CSS/head there, not in gr.Blocks); with the app
+    from build_app, its <head> also starts the browser decoder as the page opens."""
     with open(os.path.join(ui_map.STATIC_DIR, "app.css"), encoding="utf-8") as f:
         css = f.read()
     return dict(
@@ -64,6 +65,7 @@ def launch_options() -> dict:
         max_file_size=MAX_UPLOAD,
         show_error=True,          # API clients get the one-line reason of a refused request
         footer_links=["api", "gradio"],
+        head=getattr(demo, "page_head", None),
         **limits.launch_options(),  # sessions, request bodies and uploads a visitor may hold
     )
 
@@ -85,6 +87,7 @@ def build_app(roots: Optional[Sequence[str]] = None, registry: Optional[RunRegis
     names = points.run_choices()
 
     with gr.Blocks(title=TITLE, delete_cache=limits.CACHE_PRUNE, fill_width=True) as demo:
+        demo.page_head = None
         if not names:
             _no_runs_page(roots, points)
         else:
@@ -132,6 +135,7 @@ def _explorer_page(demo: gr.Blocks, page: Page) -> None:
     for part in parts:
         part.wire(page)
     _wire_run_switch(demo, page)
+    demo.page_head = ui_decode.preload_head(ui_decode.initial_recipes(page.io.recipes))
 
 
 def _wire_run_switch(demo: gr.Blocks, page: Page) -> None:
