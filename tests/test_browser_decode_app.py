@@ -73,6 +73,7 @@ def endpoint_index(demo, api_name: str) -> int:
 def drag_positions(pg, selector: str, start: float, end: float, n: int) -> list[tuple[str, str]]:
     """Drag a slider's thumb through n positions; returns the /gradio_api/ requests sent during the drag
     (url, body)."""
+    pg.locator(f"{selector} input[type=range]").scroll_into_view_if_needed()   # the mouse moves in the viewport
     box = pg.locator(f"{selector} input[type=range]").bounding_box()
     y = box["y"] + box["height"] / 2
     pg.mouse.move(box["x"] + start * box["width"], y)

@@ -119,7 +119,13 @@ function onSlide(event) {
 async function onRecipe() {
   const r = props.value;
   const json = JSON.stringify(r);
-  if (decoder && json === recipeJson) return;   // the page's load event resends the initial recipe
+  if (decoder && json === recipeJson) {
+    // The page's load event resends the initial recipe: keep the decoder, but redraw, since the server may
+    // have set the sliders meanwhile (the live dimensions start at the point's values).
+    if (!wanted) wanted = performance.now();
+    draw();
+    return;
+  }
   recipe = r && r.model !== undefined ? r : null;
   recipeJson = json;
   decoder = null;
