@@ -122,11 +122,12 @@ def initial_recipes(steps) -> Optional[str]:
 def preload_head(model: Optional[str] = None) -> str:
     """A <head> script that loads onnxruntime-web and the decoder `model` while Gradio starts up. It loads
     the same module URLs the views load, so that they share the runtime and the cached decoder; a failure
-    here is silent (each view reports its own)."""
+    here is silent (each view reports its own). `<` is escaped so that no path can close the script."""
     urls = dict(module=file_url(os.path.join(STATIC_DIR, "latent_decoder.js")),
                 runtime=file_url(RUNTIME_DIR) + "/", model=model)
+    data = json.dumps(urls).replace("<", "\\u003c")
     return ("<script>(() => { if (typeof WebAssembly !== 'object') return;"
-            f" const u = {json.dumps(urls)}; const abs = (x) => new URL(x, document.baseURI).href;"
+            f" const u = {data}; const abs = (x) => new URL(x, document.baseURI).href;"
             " import(abs(u.module)).then(async (m) => { await m.loadRuntime(abs(u.runtime));"
             " if (u.model) await m.cachedDecoder(u.model); }).catch(() => {}); })();</script>")
 

@@ -63,3 +63,8 @@ def test_the_first_page_carries_the_default_runs_recipes_and_preloads_its_decode
     model = ui_decode.file_url(os.path.abspath(os.path.join(root, "first", DECODER_FILE)))
     assert model.encode() in body   # a live view's starting value names the default run's decoder
     assert demo.page_head and model in demo.page_head and "loadRuntime" in demo.page_head
+
+
+def test_no_path_can_close_the_preload_script():
+    head = ui_decode.preload_head("gradio_api/file=/runs/a</script><script>alert(1)</script>/decoder.onnx")
+    assert head.count("</script>") == 1 and head.endswith("</script>")
