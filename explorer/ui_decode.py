@@ -5,8 +5,9 @@ private step sends the component a *recipe*, its value: the run's decoder.onnx U
 lists the slider needs (endpoint latents, an attribute vector, a base latent and the dims it sets). While
 the slider moves, the browser computes the latent exactly as `explorer.latent_ops` does and decodes it with
 onnxruntime-web: no request per frame. Where WebAssembly, the runtime or the model is missing, the
-component says so once and sends its `server_frame` event per slider move instead, which runs the tab's
-public endpoint (the same handler API clients call) and shows the server's picture.
+component sends its `server_frame` event per slider move instead, which runs the tab's public endpoint (the
+same handler API clients call) and shows the server's picture; the page says why once (above the tabs when
+the whole page cannot decode, in the view when only its run cannot).
 
 Only the run folders' decoder.onnx files are served, never a whole run folder: those of the runs present at
 start (`decoder_paths`), and that of a run found later when a recipe first names it (`model_url`; Gradio
