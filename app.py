@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     # SIGTERM (a Space restarting, a supervisor stopping the app) closes the server the way Ctrl-C does, so
     # the app's temp folders are removed at exit.
     signal.signal(signal.SIGTERM, _interrupt)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share == "yes", **launch_options())
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share == "yes", **launch_options(demo))
     return 0
 
 

@@ -1,7 +1,7 @@
 """Live sliders decoded in the browser against the server path, in headless Chromium on loopback.
 
     python benchmarks/browser_decode.py                      # the bundled runs in assets/, the first run shown
-    python benchmarks/browser_decode.py --positions 200 --run smileys-btcvae
+    python benchmarks/browser_decode.py --positions 100 --browser-only --runs assets/smileys-btcvae
 
 Serves the app (explorer.ui.build_app, torch on one thread as app.py serves) on 127.0.0.1 and opens it in
 headless Chromium with every other host blocked. Measures:
@@ -9,11 +9,12 @@ headless Chromium with every other host blocked. Measures:
     decoding (latent_decoder.js, the vendored onnxruntime-web, decoder.onnx); the time from navigation to the
     first frame the interpolation view draws itself (the moment its slider is live in the browser), for a
     visitor after the first one (`first_interactive_frame_s`, a fresh browser context: nothing cached) and
-    for the very first (`..._cold_s`: the server also loads the run from disk);
+    for the very first (`..._cold_s`: the server also loads the run from disk), and when Gradio's page
+    took the click on the tab (`tabs_clickable_s`: the part of the first frame that is Gradio's start-up);
   * per-frame time while the interpolation slider moves through N positions: from the slider's input event
     to the frame drawn on the canvas (browser), and, in a second page without WebAssembly (the fallback), to
     the server's new picture loaded in the page; p50 / p95 of each, and the requests each drag sent.
-Prints one JSON object.
+Prints one JSON object. `--browser-only` skips the drag through the server (quicker before/after runs).
 
 Targets on 2 CPU cores: per-frame p95 <= 8 ms (browser), first interactive frame <= 2 s, browser decoding
 adds <= 5 MB to the first load.
@@ -107,6 +108,7 @@ def first_load(browser, url: str) -> tuple[dict, object]:
     page.goto(url)
     # The live view draws once its tab is shown: open it as soon as the tabs are there.
     page.locator("#tabs button[role=tab]", has_text="Interpolate").first.click(timeout=60_000)
+    tabs_s = page.evaluate("performance.now()") / 1000.0   # Gradio's page is up: its tabs take clicks
     wait_for(page, lambda: view_state(page).get("mode") == "browser" and int(view_state(page).get("frames", 0)) > 0)
     first_frame_s = float(view_state(page)["first"]) / 1000.0
     # Let the first views (strip, grids, samples: the server's heavy work) finish, so that the drag below
@@ -124,7 +126,7 @@ def first_load(browser, url: str) -> tuple[dict, object]:
         if any(name in r.url for name in BROWSER_DECODING_FILES):
             decoding += n
     return {"first_load_mb": round(total / 1e6, 2), "browser_decoding_first_load_mb": round(decoding / 1e6, 2),
-            "first_interactive_frame_s": round(first_frame_s, 2)}, page
+            "first_interactive_frame_s": round(first_frame_s, 2), "tabs_clickable_s": round(tabs_s, 2)}, page
 
 
 def drag(page, positions: int, server: bool) -> dict:
@@ -138,6 +140,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default=os.path.join(REPO, "assets"))
     parser.add_argument("--positions", type=int, default=200)
+    parser.add_argument("--browser-only", action="store_true",
+                        help="skip the fallback drag through the server (quicker before/after comparisons)")
     args = parser.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -148,7 +152,7 @@ def main() -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     with torch_threads(1), sync_playwright() as p:
-        demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_options())
+        demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_options(demo))
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             cold, page = first_load(browser, url)   # the first visitor: the server loads the run too
@@ -158,14 +162,9 @@ def main() -> int:
             browser_drag = drag(page, args.positions, server=False)
             errors = list(page.errors)
             page.context.close()
-            fallback = open_page(browser, url, "delete window.WebAssembly;")
-            fallback.goto(url)
-            fallback.locator("#tabs button[role=tab]", has_text="Interpolate").first.click(timeout=60_000)
-            wait_for(fallback, lambda: view_state(fallback).get("mode") == "server"
-                     and fallback.locator("#frame img").count() > 0)
-            server_drag = drag(fallback, args.positions, server=True)
-            note = fallback.locator("#frame-live .vae-live-note").inner_text()
-            errors += fallback.errors
+            server_drag, note = {}, None
+            if not args.browser_only:
+                server_drag, note = fallback_drag(browser, url, args.positions, errors)
         finally:
             browser.close()
             demo.close()
@@ -177,6 +176,19 @@ def main() -> int:
                              and load["browser_decoding_first_load_mb"] <= TARGETS["browser_decoding_first_load_mb"])
     print(json.dumps(result))
     return 0
+
+
+def fallback_drag(browser, url: str, positions: int, errors: list) -> tuple[dict, str]:
+    """The same drag in a page without WebAssembly: through the server. Returns its stats and the note."""
+    fallback = open_page(browser, url, "delete window.WebAssembly;")
+    fallback.goto(url)
+    fallback.locator("#tabs button[role=tab]", has_text="Interpolate").first.click(timeout=60_000)
+    wait_for(fallback, lambda: view_state(fallback).get("mode") == "server" and fallback.locator("#frame img").count() > 0)
+    server_drag = drag(fallback, positions, server=True)
+    note = fallback.locator("#vae-live-page-note").inner_text()
+    errors += fallback.errors
+    fallback.context.close()
+    return server_drag, note
 
 
 if __name__ == "__main__":

@@ -56,8 +56,9 @@ Or point the app at other folders: `python app.py --runs path/to/runs`.
 """
 
 
-def launch_options() -> dict:
-    """Arguments for demo.launch() (Gradio 6 takes theme/CSS there, not in gr.Blocks)."""
+def launch_options(demo: Optional[gr.Blocks] = None) -> dict:
+    """Arguments for demo.launch() (Gradio 6 takes theme/CSS/head there, not in gr.Blocks); with the app
+    from build_app, its <head> also starts the browser decoder as the page opens."""
     with open(os.path.join(ui_map.STATIC_DIR, "app.css"), encoding="utf-8") as f:
         css = f.read()
     return dict(
@@ -69,6 +70,7 @@ def launch_options() -> dict:
         # No run history: it would store every slider frame, and any visitor's upload, in the browser of a
         # shared classroom computer, and it adds routes a public Space does not need.
         run_history=False,
+        head=getattr(demo, "page_head", None),
         **limits.launch_options(),  # sessions, request bodies and uploads a visitor may hold
     )
 
@@ -93,6 +95,7 @@ def build_app(roots: Optional[Sequence[str]] = None, registry: Optional[RunRegis
     names = points.run_choices()
 
     with gr.Blocks(title=TITLE, delete_cache=limits.CACHE_PRUNE, fill_width=True) as demo:
+        demo.page_head = None
         if not names:
             _no_runs_page(roots, points)
         else:
@@ -141,6 +144,7 @@ def _explorer_page(demo: gr.Blocks, page: Page, steps: list[LessonStep]) -> None
     for part in parts:
         part.wire(page)
     _wire_run_switch(demo, page)
+    demo.page_head = ui_decode.preload_head(ui_decode.initial_recipes(page.io.recipes))
 
 
 def run_switch_views(io) -> tuple:

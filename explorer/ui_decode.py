@@ -5,14 +5,23 @@ private step sends the component a *recipe*, its value: the run's decoder.onnx U
 lists the slider needs (endpoint latents, an attribute vector, a base latent and the dims it sets). While
 the slider moves, the browser computes the latent exactly as `explorer.latent_ops` does and decodes it with
 onnxruntime-web: no request per frame. Where WebAssembly, the runtime or the model is missing, the
-component says so once and sends its `server_frame` event per slider move instead, which runs the tab's
-public endpoint (the same handler API clients call) and shows the server's picture.
+component sends its `server_frame` event per slider move instead, which runs the tab's public endpoint (the
+same handler API clients call) and shows the server's picture; the page says why once (above the tabs when
+the whole page cannot decode, in the view when only its run cannot).
 
-Only the run folders' decoder.onnx files are served (`decoder_paths`), never a whole run folder.
+Only the run folders' decoder.onnx files are served, never a whole run folder: those of the runs present at
+start (`decoder_paths`), and that of a run found later when a recipe first names it (`model_url`; Gradio
+reads its static paths at each request).
+
+First frame: the page's initial config already holds each view's recipe for the default run
+(`initial_recipes`), and a `<head>` script (`preload_head`) starts the runtime and the default decoder as
+the page opens, so that the first frame waits neither for the views to mount nor for a server event.
 """
 from __future__ import annotations
 
+import json
 import os
+import threading
 import urllib.parse
 from functools import lru_cache
 from typing import Iterable, Optional
@@ -31,6 +40,7 @@ NO_DECODER_NOTE = "Decoded on the server: this run has no decoder.onnx (python -
 
 # Decoder files this process serves; a recipe names a model only when its file is among them.
 _served: set[str] = set()
+_serving = threading.Lock()
 
 TEMPLATE = (
     '<div class="vae-live">'
@@ -65,8 +75,16 @@ def file_url(path: str) -> str:
 
 
 def model_url(run: LoadedRun) -> Optional[str]:
+    """The URL of a loaded run's decoder.onnx; a run found after start has its file served from now on
+    (only that file: the path comes from the registry, never from a visitor)."""
     path = os.path.abspath(os.path.join(run.path, DECODER_FILE))
-    return file_url(path) if path in _served else None
+    with _serving:
+        if path not in _served:
+            if not os.path.isfile(path):
+                return None
+            gr.set_static_paths([path])
+            _served.add(path)
+    return file_url(path)
 
 
 def floats(a: Iterable) -> list[float]:
@@ -87,6 +105,33 @@ def recipe(run: LoadedRun, kind: str, **data) -> dict:
 def no_recipe(note: str = "") -> dict:
     """No browser decoding for the current inputs: the sliders use the server (note: why, or empty)."""
     return {"kind": None, "model": None, "note": note}
+
+
+def initial_recipes(steps) -> Optional[str]:
+    """Give each live view (the single output of a recipe step) the recipe of the page's initial inputs as
+    its starting value; returns the model URL of the first recipe that has one (for `preload_head`)."""
+    model = None
+    for step in steps:
+        try:
+            value = step.fn(*[c.value for c in step.inputs])
+        except Exception:   # noqa: BLE001 -- a view without a starting recipe waits for the page's load event
+            continue
+        step.outputs[0].value = value
+        model = model or value.get("model")
+    return model
+
+
+def preload_head(model: Optional[str] = None) -> str:
+    """A <head> script that loads onnxruntime-web and the decoder `model` while Gradio starts up. It loads
+    the same module URLs the views load, so that they share the runtime and the cached decoder; a failure
+    here is silent (each view reports its own). `<` is escaped so that no path can close the script."""
+    urls = dict(module=file_url(os.path.join(STATIC_DIR, "latent_decoder.js")),
+                runtime=file_url(RUNTIME_DIR) + "/", model=model)
+    data = json.dumps(urls).replace("<", "\\u003c")
+    return ("<script>(() => { if (typeof WebAssembly !== 'object') return;"
+            f" const u = {data}; const abs = (x) => new URL(x, document.baseURI).href;"
+            " import(abs(u.module)).then(async (m) => { await m.loadRuntime(abs(u.runtime));"
+            " if (u.model) await m.cachedDecoder(u.model); }).catch(() => {}); })();</script>")
 
 
 @lru_cache(maxsize=None)

@@ -43,7 +43,7 @@ def app(runs_root):
     demo = build_app([runs_root])
     port = free_port()
     with torch_threads(1):  # as app.py serves
-        demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_options())
+        demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_options(demo))
         yield demo, f"http://127.0.0.1:{port}/"
         demo.close()
 

@@ -33,7 +33,7 @@ def app_url():
     demo = build_app([tiny_runs_root()])
     port = free_port()
     with torch_threads(1):  # as app.py serves
-        demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_options())
+        demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_options(demo))
         yield f"http://127.0.0.1:{port}/"
         demo.close()
 

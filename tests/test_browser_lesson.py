@@ -40,7 +40,7 @@ def app():
     demo = build_app([os.path.join(REPO, "assets")])
     port = free_port()
     with torch_threads(1):  # as app.py serves
-        demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_options())
+        demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_options(demo))
         demo.url = f"http://127.0.0.1:{port}/"
         yield demo
         demo.close()

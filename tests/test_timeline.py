@@ -222,7 +222,7 @@ def test_timeline_endpoint_through_the_api(runs_root):
     demo = build_app([runs_root])
     port = free_port()
     with torch_threads(1):
-        demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_options())
+        demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_options(demo))
         try:
             client = Client(f"http://127.0.0.1:{port}/", verbose=False)
             assert "/timeline" in client.view_api(return_format="dict", print_info=False)["named_endpoints"]

@@ -153,7 +153,8 @@ export function cachedDecoder(modelUrl) {
   return decoders.get(modelUrl);
 }
 
-let scratch = null;   // the native-size canvas drawImage scales from, reused across frames
+// Reused across frames: a frame allocates nothing, so a drag does not feed the garbage collector.
+let scratch = null;   // {canvas, ctx, pixels}: the native-size picture drawImage scales from
 
 /** Draw a decoded image on `canvas`, scaled up `scale` times by nearest neighbour (crisp pixels). */
 export function drawImage(canvas, image, scale = 1) {
@@ -162,27 +163,23 @@ export function drawImage(canvas, image, scale = 1) {
     throw new Error(`drawImage: scale must be a positive integer, not ${scale}`);
   }
   if (channels !== 1 && channels !== 3) throw new Error(`drawImage: ${channels} channels (1 or 3 are drawn)`);
-  const pixels = new ImageData(width, height);
-  const rgba = pixels.data;   // Uint8ClampedArray: assignment rounds and clamps to 0..255
+  if (!scratch || scratch.pixels.width !== width || scratch.pixels.height !== height) {
+    const c = typeof OffscreenCanvas === 'function' ? new OffscreenCanvas(width, height)
+                                                    : Object.assign(document.createElement('canvas'), {width, height});
+    scratch = {canvas: c, ctx: c.getContext('2d'), pixels: new ImageData(width, height)};
+  }
+  const rgba = scratch.pixels.data;   // Uint8ClampedArray: assignment rounds and clamps to 0..255
   const plane = width * height;
   const green = channels === 3 ? plane : 0;
   const blue = channels === 3 ? 2 * plane : 0;
-  for (let i = 0; i < plane; i++) {
-    rgba[4 * i] = data[i] * 255;
-    rgba[4 * i + 1] = data[green + i] * 255;
-    rgba[4 * i + 2] = data[blue + i] * 255;
-    rgba[4 * i + 3] = 255;
+  for (let i = 0, j = 0; i < plane; i++, j += 4) {
+    rgba[j] = data[i] * 255;
+    rgba[j + 1] = data[green + i] * 255;
+    rgba[j + 2] = data[blue + i] * 255;
+    rgba[j + 3] = 255;
   }
-  // putImageData ignores scaling, so put at native size on a scratch canvas and let drawImage scale it.
-  if (!scratch) {
-    scratch = typeof OffscreenCanvas === 'function' ? new OffscreenCanvas(width, height)
-                                                    : document.createElement('canvas');
-  }
-  if (scratch.width !== width || scratch.height !== height) {
-    scratch.width = width;
-    scratch.height = height;
-  }
-  scratch.getContext('2d').putImageData(pixels, 0, 0);
+  // putImageData ignores scaling, so put at native size on the scratch canvas and let drawImage scale it.
+  scratch.ctx.putImageData(scratch.pixels, 0, 0);
   // Resizing clears a canvas and resets its context, so only when the size changes.
   if (canvas.width !== width * scale || canvas.height !== height * scale) {
     canvas.width = width * scale;
@@ -190,5 +187,5 @@ export function drawImage(canvas, image, scale = 1) {
   }
   const ctx = canvas.getContext('2d');
   ctx.imageSmoothingEnabled = false;
-  ctx.drawImage(scratch, 0, 0, width * scale, height * scale);
+  ctx.drawImage(scratch.canvas, 0, 0, width * scale, height * scale);
 }

@@ -7,7 +7,9 @@
 //   props.image_px    the least side of a drawn image (figures.IMAGE_PX): whole nearest-neighbour factor
 //   props.module_url, props.runtime_url   latent_decoder.js and the vendored onnxruntime-web folder
 // Modes (element.dataset.mode): 'starting', 'browser' (canvas) or 'server' (every slider move sends
-// `trigger('server_frame')`, which runs the tab's public endpoint). For tests and the benchmark:
+// `trigger('server_frame')`, which runs the tab's public endpoint). Why the page as a whole cannot decode
+// (no WebAssembly, no runtime) is said once per page, above the tabs; a view says only what is its own
+// (this run has no decoder, the decoder failed). For tests and the benchmark:
 // element.dataset.frames counts drawn frames, .ms is the last one's time, .first the first one's moment.
 const canvas = element.querySelector('.vae-live-canvas');
 const noteDiv = element.querySelector('.vae-live-note');
@@ -17,9 +19,22 @@ let lib = null;          // latent_decoder.js, or null while it loads or when it
 let broken = '';         // why this page cannot decode at all (no WebAssembly, the runtime failed)
 let decoder = null;      // the current recipe's LatentDecoder
 let recipe = null;
+let recipeJson = '';     // the recipe being decoded, to skip a resend of the same one
 let wanted = 0;          // performance.now() of the oldest slider move not drawn yet, 0 when none
 let busy = false;
 let frames = 0;
+
+// The page-wide reason, once: the first view to find it puts it above the tabs (or, without them, in itself).
+function pageNote(note) {
+  if (document.getElementById('vae-live-page-note')) return '';
+  const tabs = document.getElementById('tabs');
+  if (!tabs) return note;
+  const div = Object.assign(document.createElement('div'), {id: 'vae-live-page-note', className: 'vae-live-note'});
+  div.textContent = note;
+  div.style.margin = '4px 0';
+  tabs.parentElement.insertBefore(div, tabs);
+  return '';
+}
 
 function setMode(mode, note) {
   element.dataset.mode = mode;
@@ -105,11 +120,20 @@ function onSlide(event) {
 
 async function onRecipe() {
   const r = props.value;
+  const json = JSON.stringify(r);
+  if (decoder && json === recipeJson) {
+    // The page's load event resends the initial recipe: keep the decoder, but redraw, since the server may
+    // have set the sliders meanwhile (the live dimensions start at the point's values).
+    if (!wanted) wanted = performance.now();
+    draw();
+    return;
+  }
   recipe = r && r.model !== undefined ? r : null;
+  recipeJson = json;
   decoder = null;
   if (!recipe) return;
   if (!recipe.model || broken || !lib) {
-    setMode(lib || broken ? 'server' : 'starting', broken || recipe.note);
+    setMode(lib || broken ? 'server' : 'starting', broken ? '' : recipe.note);
     return;
   }
   try {
@@ -134,7 +158,7 @@ async function start() {
   } catch (e) {
     broken = `Decoded on the server: ${e.message}.`;
   }
-  if (!lib) setMode('server', broken);
+  if (!lib) setMode('server', pageNote(broken));
   await onRecipe();
 }
 
