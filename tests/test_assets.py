@@ -27,7 +27,7 @@ MAX_TOTAL_BYTES = 60 * MB
 # Files the explorer needs in every bundled run (docs/run-format.md).
 REQUIRED = ("config.json", "model.safetensors", "metrics.json", "latents.npz", "decoder.onnx", "DONE")
 # The runs the explorer is meant to open with; a missing one must be a visible failure, not a silently smaller set.
-EXPECTED_RUNS = ("mnist-vae", "dsprites-btcvae", "smileys-btcvae", "dsprites-vae", "mnist-vqvae")
+EXPECTED_RUNS = ("mnist-vae", "mnist-ae", "dsprites-btcvae", "smileys-btcvae", "dsprites-vae", "mnist-vqvae")
 
 
 def bundled_runs() -> list[str]:
@@ -90,9 +90,11 @@ def test_metrics_match_the_model_card(name, card):
     assert name in card, f"assets/README.md has no `### {name}` section with a metrics table"
     rows = card[name]
     metrics = read_json(os.path.join(ASSETS, name, "metrics.json"))
-    # A VQ-VAE has no ELBO (its "KL" is a constant): its headline is the codebook usage.
-    is_vq = read_json(os.path.join(ASSETS, name, "config.json"))["model"]["name"] == "vqvae"
-    headline = {"step", "recon", "vq.perplexity"} if is_vq else {"step", "elbo"}
+    # A VQ-VAE has no ELBO (its "KL" is a constant): its headline is the codebook usage. An AE has no ELBO
+    # either: its headline is the reconstruction and the quality of its decoded N(0, I) draws.
+    model = read_json(os.path.join(ASSETS, name, "config.json"))["model"]["name"]
+    headline = {"vqvae": {"step", "recon", "vq.perplexity"},
+                "ae": {"step", "recon", "sample_quality.confident_share"}}.get(model, {"step", "elbo"})
     assert headline <= set(rows), f"{name}: the card's table lacks {sorted(headline)} ({sorted(rows)})"
     for path, shown in rows.items():
         value = card_value(Metrics(metrics), path)

@@ -23,7 +23,7 @@ from training.runfolder import load_run  # noqa: E402
 
 ASSETS = os.path.join(REPO_ROOT, "assets")
 RECORDING = os.path.join(REPO_ROOT, "tests", "data", "bundled_outputs.npz")
-RUNS = ("dsprites-btcvae", "dsprites-vae", "mnist-vae", "mnist-vqvae", "smileys-btcvae")
+RUNS = ("dsprites-btcvae", "dsprites-vae", "mnist-ae", "mnist-vae", "mnist-vqvae", "smileys-btcvae")
 N = 4
 TOLERANCE = 1e-5
 

@@ -19,6 +19,8 @@ from training.data.smileys import LAYOUT, Smileys
 from training.errors import UserError
 
 SHARED_MNIST = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+# The official split where this machine has it, else the stand-in tests/conftest.py writes.
+SHARED_MNIST_DIR = os.environ.get("VAE_TEST_MNIST_DIR") or SHARED_MNIST
 
 
 @pytest.fixture(scope="module")
@@ -519,3 +521,39 @@ def test_folder_decompression_bomb_is_skipped(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="skipped 1 unreadable"):
         ds = load_dataset(DataConfig(name=f"folder:{tmp_path}"))
     assert len(ds) == 1 and ds.source_files == ["ok.png"]
+
+
+# ---- MNIST binarisation (data.options.binarize) -------------------------------------------------------------
+def test_dynamic_binarisation_fixed_for_reads_fresh_for_training_draws():
+    grey = load_dataset(DataConfig(name="mnist", data_dir=SHARED_MNIST_DIR, test_fraction=0.1))
+    binary = load_dataset(DataConfig(name="mnist", data_dir=SHARED_MNIST_DIR, test_fraction=0.1,
+                                     options={"binarize": "dynamic"}))
+    assert binary.binarize == "dynamic" and binary.binarize_seed == 0 and grey.binarize == "none"
+    assert "binarised" in binary.source_note
+    index = np.asarray(binary.test_indices[:200])
+    first, again = binary.get(index)[0], binary.get(index)[0]
+    # Every read outside training sees the same binary images, drawn from the grey levels.
+    assert torch.equal(first, again) and set(first.unique().tolist()) <= {0, 255}
+    assert abs(first.float().mean() - grey.get(index)[0].float().mean()) < 2.0
+    assert torch.equal(binary.grey, grey.images)
+    # Training draws binarise afresh from the uniform noise they are given.
+    generator = torch.Generator().manual_seed(0)
+    draws = [binary.draw_float(index, torch.rand((200, 1, 28, 28), generator=generator)) for _ in range(2)]
+    assert set(draws[0].unique().tolist()) <= {0.0, 1.0} and not torch.equal(draws[0], draws[1])
+    mean_grey = grey.get(index)[0].float().div(255)
+    assert torch.all((draws[0] == 0) | (mean_grey > 0))        # a black pixel is never drawn white
+    assert torch.equal(grey.draw_float(index, torch.zeros(1)), grey.get_float(index)[0])
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"binarize": "static"}, "binarize must be one of 'none', 'dynamic'"),
+    ({"binarize": True}, "binarize must be one of"),
+])
+def test_bad_binarize_option_is_a_one_line_error(options, message):
+    with pytest.raises(UserError, match=message):
+        load_dataset(DataConfig(name="mnist", data_dir=SHARED_MNIST_DIR, options=options))
+
+
+def test_binarize_is_refused_where_it_does_not_apply():
+    with pytest.raises(UserError, match="unknown data option"):
+        load_dataset(DataConfig(name="dsprites", options={"binarize": "dynamic"}))

@@ -598,3 +598,20 @@ def test_vq_run_quantises_on_decode_and_samples_only_with_a_prior(vq_run_root):
     samples = ops.sample_prior(with_prior, 2, seed=5)
     assert samples.shape == (2, 28, 28, 1)
     np.testing.assert_array_equal(samples, ops.sample_prior(with_prior, 2, seed=5))
+
+
+def test_an_autoencoder_run_still_decodes_normal_draws_and_says_it_has_no_prior(tmp_path):
+    """An AE has no prior, but the Samples tab decodes z ~ N(0, I) anyway: their poor quality is the lesson."""
+    from helpers_app import tiny_run_config
+    from explorer.tabs.samples import sample_note
+    from training.trainer import train
+
+    # Trained only: the Samples tab needs the weights, not an export (whose UMAP would cost minutes here).
+    train(tiny_run_config("ae", steps=10), str(tmp_path / "ae"), progress=False)
+    run = RunRegistry([str(tmp_path)]).get("ae")
+    assert run.model is not None and run.config.model.name == "ae"
+    assert "no prior to sample from" in sample_note(run) and "N(0, T²·I)" in sample_note(run)
+    grid, seed = sample_grid(run, 4, 3, 1.0)
+    assert seed == 3 and np.asarray(grid).std() > 0
+    # Not the VQ-VAE's message: nothing to train, the draws are shown.
+    assert "train-prior" not in sample_note(run)

@@ -36,6 +36,7 @@ from .likelihood import (active_units, bits_per_dim, codebook_usage, has_gaussia
                          importance_weighted_batch, log_px_given_z, psnr_from_mse)
 from .metrics import METRIC_NAMES, DatasetSource, evaluate_all, model_representation
 from .runfolder import Metrics, load_run, write_metrics
+from .sample_quality import sample_quality as score_samples
 
 FORMAT_VERSION = 1
 
@@ -162,13 +163,14 @@ def disentanglement_metrics(model, dataset, seed: int, scale: float, device: str
 def evaluate_run(run_dir: str, k: int = 1000, n_test: int = 1000, disentanglement: Optional[bool] = None,
                  metric_scale: float = 1.0, seed: int = 0, device: str = "cpu", batch_size: int = 64,
                  write: bool = True, progress: bool = False, metrics: Optional[Sequence[str]] = None,
-                 jobs: int = 1) -> dict:
+                 jobs: int = 1, sample_quality: bool = False) -> dict:
     """Evaluate one run folder; returns the metrics.json document (and writes it unless write=False).
 
     disentanglement: None = when the dataset has ground-truth factors; True = required (UserError for a
     dataset without factors); False = skipped. metrics: a subset of MIG / FactorVAE / DCI / BetaVAE
     (default all; the others are null and listed under settings.skipped). jobs: processes for DCI's
-    per-factor classifiers.
+    per-factor classifiers. sample_quality: also score decoded N(0, I) draws with a digit classifier
+    (training/sample_quality.py; labelled datasets such as MNIST).
     """
     if k < 0:
         raise UserError(f"--k must be >= 0 (0 skips the importance-weighted NLL), not {k}")
@@ -197,7 +199,8 @@ def evaluate_run(run_dir: str, k: int = 1000, n_test: int = 1000, disentanglemen
     result = {"format_version": FORMAT_VERSION, "run": os.path.basename(os.path.normpath(run_dir)),
               "model": run.config.model.name, "dataset": run.config.data.name,
               "likelihood": run.config.model.likelihood, "step": int(run.step), "split": "test",
-              "n_test": int(len(index)), "seed": int(seed), "versions": library_versions()}
+              "n_test": int(len(index)), "seed": int(seed), "versions": library_versions(),
+              "data": data_description(dataset)}
     t = time.perf_counter()
     result.update(held_out_metrics(run.model, dataset, index, k, seed, device, batch_size, prior, progress))
     seconds = {"held_out": round(time.perf_counter() - t, 2)}
@@ -213,12 +216,26 @@ def evaluate_run(run_dir: str, k: int = 1000, n_test: int = 1000, disentanglemen
         if not has_factors:
             result["notes"].append(f"dataset {run.config.data.name} has no ground-truth factors: "
                                    "no disentanglement metrics")
+    if sample_quality:
+        t = time.perf_counter()
+        if progress:
+            print("sample quality (digit classifier on decoded N(0, I) draws)...", flush=True)
+        result["sample_quality"] = score_samples(run.model, dataset, seed=seed, device=device)
+        seconds["sample_quality"] = round(time.perf_counter() - t, 2)
     seconds["total"] = round(time.perf_counter() - started, 2)
     result["seconds"] = seconds
     result = json_safe(result)
     if write:
         write_metrics(run_dir, result)
     return result
+
+
+def data_description(dataset) -> dict:
+    """What the scores were computed on: the split sizes and the binarisation (data.options.binarize),
+    with the seed of the fixed binarisation that the held-out images were read with."""
+    return {"n_train": int(len(dataset.train_indices)), "n_test_split": int(len(dataset.test_indices)),
+            "binarize": getattr(dataset, "binarize", "none"),
+            "binarize_seed": getattr(dataset, "binarize_seed", None)}
 
 
 def json_safe(value):
@@ -260,6 +277,9 @@ TABLE_ROWS = [
     ("  KL (nats)", "kl"),
     ("IW-NLL (nats)", "iw_nll"),
     ("  IW samples k", "iw_k"),
+    ("binarisation", lambda m: m.binarize),
+    ("confident samples", "sample_confident_share"),
+    ("  classifier accuracy", "sample_classifier_accuracy"),
     ("bits/dim", "bits_per_dim"),
     ("MSE", "mse"),
     ("PSNR (dB)", "psnr"),

@@ -350,6 +350,9 @@ SCORE_PATHS = {
     "dci_informativeness": ("disentanglement", "dci", "informativeness"),
     "dci_informativeness_test": ("disentanglement", "dci", "informativeness_test"),
     "betavae": ("disentanglement", "betavae"), "metric_scale": ("disentanglement", "settings", "scale"),
+    "sample_confident_share": ("sample_quality", "confident_share"),
+    "sample_classifier_accuracy": ("sample_quality", "classifier", "accuracy"),
+    "n_train": ("data", "n_train"), "binarize_seed": ("data", "binarize_seed"),
 }
 
 
@@ -387,6 +390,13 @@ class Metrics:
     def disentanglement(self) -> Optional[dict]:
         value = self.doc.get("disentanglement")
         return value if isinstance(value, dict) else None
+
+    @property
+    def binarize(self) -> Optional[str]:
+        """How the images were binarised ("none", "dynamic"; data.options.binarize), None when not recorded."""
+        data = self.doc.get("data")
+        value = data.get("binarize") if isinstance(data, dict) else None
+        return value if isinstance(value, str) else None
 
     @property
     def kl_per_dim(self) -> Optional[list]:

@@ -304,7 +304,15 @@ class BatchSampler:
 
     def next(self) -> torch.Tensor:
         picks = torch.randint(len(self.train_indices), (self.batch_size,), generator=self.generator)
-        images, _ = self.dataset.get_float(self.train_indices[self.ranks.shard(picks).numpy()])
+        local = self.train_indices[self.ranks.shard(picks).numpy()]
+        if getattr(self.dataset, "binarize", "none") == "dynamic":
+            # Uniform noise for the whole global batch from the same generator: a fresh binarisation at every
+            # draw that a resumed run repeats exactly, and the same generator state on every rank.
+            size = int(self.dataset.image_size)
+            noise = torch.rand((self.batch_size, int(self.dataset.channels), size, size), generator=self.generator)
+            images = self.dataset.draw_float(local, self.ranks.shard(noise))
+        else:
+            images, _ = self.dataset.get_float(local)
         return images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
 
 

@@ -16,6 +16,11 @@ from .events import HEAVY, Page, Step, pixel_image, private, then
 
 
 def sample_note(run: LoadedRun) -> str:
+    if run.config.model.name == "ae":
+        # The draws are still decoded: how poor they look beside a VAE's is the lesson.
+        return ("**An autoencoder has no prior to sample from.** These are decodings of z ~ N(0, T²·I) anyway: "
+                "nothing pulled this model's codes towards that distribution, so many draws land where the "
+                "decoder was never trained and come out as blends or smudges. Compare a VAE's samples.")
     if run.has_prior:
         if run.is_vq:
             return "Samples: codes drawn from the run's PixelCNN prior, then decoded."

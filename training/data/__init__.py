@@ -2,8 +2,8 @@
 
     dsprites        procedural dSprites-style grid (737,280 binary 64x64 images, rendered on demand)
     smileys         procedural RGB faces on a 64,000-image factor grid (smile, glasses, hue, size, pos_x, pos_y)
-    mnist           MNIST IDX files (torchvision layout under data_dir)
-    fashion-mnist   Fashion-MNIST IDX files
+    mnist           MNIST IDX files (torchvision layout under data_dir); option binarize: "none" | "dynamic"
+    fashion-mnist   Fashion-MNIST IDX files (same options)
     celeba          CelebA aligned images + 40 attributes (torchvision layout under data_dir)
     folder:PATH     any folder of images, optional labels CSV
 

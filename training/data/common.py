@@ -19,6 +19,11 @@ from .base import ImageDataset, as_index_array, split_indices
 # so that two runs with the same DataConfig see the same examples.
 SUBSET_SEED = 4321
 DEFAULT_DATA_DIR = "./data"
+# data.options.binarize: "dynamic" (Burda et al. 2015) draws every pixel ~ Bernoulli(grey level) afresh each
+# time training draws an image; every other read (evaluation, export, grids) gets one fixed binarisation
+# drawn with BINARIZE_SEED, so held-out likelihoods are computed on the same binary test images every time.
+BINARIZE_MODES = ("none", "dynamic")
+BINARIZE_SEED = 0
 
 
 def check_common_config(cfg: DataConfig) -> None:
@@ -42,6 +47,26 @@ def check_options(dataset: str, options: dict, known: Iterable[str]) -> None:
     if unknown:
         allowed = ", ".join(known) if known else "none"
         raise UserError(f"{dataset}: unknown data option(s) {', '.join(unknown)} (allowed: {allowed})")
+
+
+def binarize_mode(dataset: str, options: dict) -> str:
+    """The validated data.options.binarize value ("none" when absent)."""
+    mode = options.get("binarize", "none")
+    if mode not in BINARIZE_MODES:
+        raise UserError(f"{dataset}: data option binarize must be one of {', '.join(map(repr, BINARIZE_MODES))}, "
+                        f"got {mode!r}")
+    return mode
+
+
+def fixed_binarization(images: torch.Tensor, seed: int = BINARIZE_SEED) -> torch.Tensor:
+    """uint8 images (values 0/255) with every pixel ~ Bernoulli(grey / 255), drawn by a seeded generator."""
+    generator = torch.Generator().manual_seed(int(seed))
+    out = torch.empty_like(images)
+    for start in range(0, images.shape[0], 4096):   # chunks: no float copy of a whole large dataset
+        part = images[start:start + 4096].float().div_(255.0)
+        noise = torch.rand(part.shape, generator=generator)
+        out[start:start + 4096] = (noise < part).to(torch.uint8).mul_(255)
+    return out
 
 
 def data_dir_of(cfg: DataConfig) -> str:
@@ -107,6 +132,28 @@ class InMemoryDataset(ImageDataset):
         self.train_indices = np.asarray(train_indices, dtype=np.int64)
         self.test_indices = np.asarray(test_indices, dtype=np.int64)
         self.source_note = source_note
+        # Grey levels kept for dynamic binarisation (None: training draws the stored images as they are).
+        self.grey: Optional[torch.Tensor] = None
+        self.binarize = "none"
+        self.binarize_seed: Optional[int] = None
+
+    def use_dynamic_binarization(self, seed: int = BINARIZE_SEED) -> None:
+        """Keep the grey levels for training draws and store one fixed binarisation (seed) for every other read."""
+        self.grey = self.images
+        self.images = fixed_binarization(self.grey, seed)
+        self.binarize = "dynamic"
+        self.binarize_seed = int(seed)
+        self.source_note += (f"; binarised: training draws pixels ~ Bernoulli(grey level) afresh each time (dynamic), "
+                             f"evaluation and export read one fixed binarisation (seed {seed})")
+
+    def draw_float(self, indices, noise: torch.Tensor) -> torch.Tensor:
+        """Training images as float32: with dynamic binarisation, pixel = 1 where noise (uniform [0, 1), one
+        value per pixel) is below the grey level, freshly binarised at each draw; otherwise get_float's images."""
+        if self.grey is None:
+            return self.get_float(indices)[0]
+        idx = torch.from_numpy(as_index_array(indices))
+        grey = self.grey.index_select(0, idx).float().div_(255.0)
+        return (noise < grey).float()
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

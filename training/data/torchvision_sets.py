@@ -18,6 +18,10 @@ Options cap that: `max_images` (decode a fixed random sample of that many images
 official split proportions) and the usual `subset` (decode only `subset` training images plus the test
 split); `max_test` caps the test images (default: all). Options: download (default true), max_images,
 max_test.
+
+MNIST / Fashion-MNIST option `binarize`: "none" (default: grey levels) or "dynamic" (training draws every
+pixel ~ Bernoulli(grey level) afresh each time an image is drawn, as Burda et al. 2015; evaluation and
+export read one fixed binarisation, seed common.BINARIZE_SEED).
 """
 from __future__ import annotations
 
@@ -32,8 +36,7 @@ from tqdm import tqdm
 
 from ..config import DataConfig
 from ..errors import UserError
-from .labels import LabelInfo
-from .common import (InMemoryDataset, check_options, data_dir_of, fixed_split, resize_uint8,
+from .common import (InMemoryDataset, binarize_mode, check_options, data_dir_of, fixed_split, resize_uint8,
                      take_subset)
 
 # ---- IDX (MNIST) ------------------------------------------------------------------------------------------
@@ -118,7 +121,8 @@ def _try_torchvision_download(class_name: str, root: str) -> Optional[str]:
 
 
 def load_mnist_like(cfg: DataConfig, kind: str) -> InMemoryDataset:
-    check_options(kind, cfg.options, ["download"])
+    check_options(kind, cfg.options, ["binarize", "download"])
+    binarize = binarize_mode(kind, cfg.options)
     folder_name, class_name, label_name, value_names = MNIST_KINDS[kind]
     root = data_dir_of(cfg)
     raw = os.path.join(root, folder_name, "raw")
@@ -155,6 +159,8 @@ def load_mnist_like(cfg: DataConfig, kind: str) -> InMemoryDataset:
     ds = InMemoryDataset(kind, tensor, torch.from_numpy(labels.astype(np.float32))[:, None], [label_name],
                          ["categorical"], train_indices, test_indices, note)
     ds.label_value_names = {label_name: value_names}
+    if binarize == "dynamic":
+        ds.use_dynamic_binarization()
     return ds
 
 
