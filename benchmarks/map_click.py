@@ -140,7 +140,7 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     with torch_threads(1):
-        demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_options())
+        demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_options(demo))
         try:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -38,6 +38,7 @@ from ..config import DataConfig
 from ..errors import UserError
 from .common import (InMemoryDataset, binarize_mode, check_options, data_dir_of, fixed_split, resize_uint8,
                      take_subset)
+from .labels import LabelInfo
 
 # ---- IDX (MNIST) ------------------------------------------------------------------------------------------
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
