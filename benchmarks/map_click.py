@@ -146,6 +146,8 @@ def main() -> None:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1440, "height": 900})
                 page.goto(url)
+                # The page opens on the Lesson tab; the map's clicks show their pictures in the Point tab.
+                page.locator("#tabs button[role=tab]", has_text="Point").first.click(timeout=120_000)
                 page.wait_for_selector("#pt-image img", timeout=120_000)
                 if args.run:
                     page.locator("#run input").click()
