@@ -174,7 +174,7 @@ def measure(url: str, n: int) -> dict:
     t = time.perf_counter()
     select = client.predict(run, api_name="/select_run")
     first_select_s = time.perf_counter() - t
-    payload = select[1]["value"]
+    payload = select[1]["value"]   # as the page receives it (its arrays packed)
     n_points = payload.get("n", 0)
     payload_bytes = len(json.dumps(payload, separators=(",", ":")).encode("utf-8"))
     m = max(1, min(n_points, 1000))

@@ -40,7 +40,7 @@ ARM_CLICK = """() => {
   const img = () => document.querySelector('#pt-image img');
   const before = img() ? img().src : null;
   let start = null;
-  plot.addEventListener('mousedown', (e) => { start = e.timeStamp; }, {capture: true, once: true});
+  window.addEventListener('pointerdown', (e) => { start = e.timeStamp; }, {capture: true, once: true});
   window.__click = new Promise((resolve) => {
     const check = () => {
       const i = img();
@@ -59,7 +59,9 @@ ARM_HOVER = """() => {
   const preview = document.querySelector('.vae-map-preview');
   const before = preview.dataset.row;
   let start = null;
-  plot.addEventListener('mousemove', (e) => { start = e.timeStamp; }, {capture: true, once: true});
+  // pointermove comes first of a move's events, and the map draws its preview on it: listen on the window
+  // in the capture phase, before the map's own listener.
+  window.addEventListener('pointermove', (e) => { start = e.timeStamp; }, {capture: true, once: true});
   window.__hover = new Promise((resolve) => {
     const observer = new MutationObserver(() => {
       if (start === null || preview.style.display !== 'block' || preview.dataset.row === before) return;

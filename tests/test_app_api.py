@@ -21,6 +21,8 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 from helpers_app import free_port, tiny_runs_root, torch_threads  # noqa: E402
 
+from explorer import ui_map  # noqa: E402
+
 ENDPOINTS = {
     "/select_run", "/map", "/point", "/selection", "/reconstruct", "/sample", "/interpolate",
     "/interpolate_frame", "/attribute", "/attribute_edit", "/analogy", "/disentanglement", "/live_traversal",
@@ -105,8 +107,9 @@ def test_select_run_gives_card_map_and_choices(client):
     out = call(client, "vae", api="/select_run")
     card, map_update, colour, attribute = out[:4]
     assert "vae" in card and "smileys" in card and "latent" in card
-    payload = map_update["value"]
+    payload = ui_map.unpacked(map_update["value"])
     assert payload["n"] == 300 and len(payload["x"]) == len(payload["y"]) == 300
+    assert list(payload["index"]) == list(range(300)) and np.isfinite(payload["x"]).all()
     assert colour["value"] == "smile" and "glasses" in [c[0] for c in colour["choices"]]
     assert "smile" in [c[0] for c in attribute["choices"]]
     *_, sample_note, compare = out
@@ -127,14 +130,16 @@ def test_a_run_without_exported_latents_is_shown_with_what_is_missing(client):
 
 
 def test_map_colours_and_payload(client):
-    binary = call(client, "vae", "glasses", api="/map")["value"]
-    assert binary["color_kind"] == "binary" and len(binary["color"]) == 300
+    packed = call(client, "vae", "glasses", api="/map")["value"]
+    assert isinstance(packed["x"], str) and packed["packed"]["color"] == "int32"  # what the page receives
+    binary = ui_map.unpacked(packed)
+    assert binary["color_kind"] == "binary" and len(binary["color"]) == 300 and set(binary["color"]) == {0, 1}
     assert {e["label"] for e in binary["legend"]} == {"no glasses", "glasses"}  # named from the dataset
     continuous = call(client, "vae", "z0", api="/map")["value"]
     assert continuous["color_kind"] == "continuous" and continuous["color_range"][0] < continuous["color_range"][1]
     assert call(client, "vae", "none", api="/map")["value"]["color_kind"] == "none"
     expect_error(client, "vae", "no-such-label", api="/map", match="cannot colour")
-    assert len(json.dumps(binary)) < 100_000  # 300 points: tens of kB
+    assert len(json.dumps(packed)) < 100_000  # 300 points: tens of kB
 
 
 # ---- points, selection ------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@
 //
 // Runs as the component's `js_on_load`; Gradio provides `element`, `props`, `trigger` and `watch`.
 //   props.value   = explorer.figures.map_payload(...): {run, x, y, index, dataset_index, color_kind, color,
-//                   legend, color_range, color_by}, or {message} when the run has no map.
+//                   legend, color_range, color_by}, or {message} when the run has no map. The per-point
+//                   arrays arrive packed (explorer.ui_map.packed: base64, their types under `packed`).
 //   props.overlay = {marks: [{x, y, label, color, symbol}], path: [[x, y], ...], selected: {x, y}}: drawn on top
 //                   (clicked point, interpolation ends and path, your image, a selection).
 //   props.value.sprite = {url, cols, n}: the run's thumbnails as one sprite sheet (point i at row i // cols,
@@ -43,9 +44,26 @@ function hoverTexts(v, labelOf) {
   return out;
 }
 
+// A packed value with its arrays as typed arrays (unpacked once per value: the value object is kept).
+let unpackedFrom = null, unpackedValue = null;
+function unpack(v) {
+  if (!v || !v.packed) return v;
+  if (v === unpackedFrom) return unpackedValue;
+  const out = Object.assign({}, v);
+  for (const [key, type] of Object.entries(v.packed)) {
+    const text = atob(v[key]);
+    const bytes = new Uint8Array(text.length);
+    for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+    out[key] = type === 'int32' ? new Int32Array(bytes.buffer) : new Float32Array(bytes.buffer);
+  }
+  unpackedFrom = v;
+  unpackedValue = out;
+  return out;
+}
+
 function pointTraces(v) {
   const n = v.x.length;
-  const rows = v.index || Array.from({length: n}, (_, i) => i);
+  const rows = v.index ? Array.from(v.index) : Array.from({length: n}, (_, i) => i);
   const size = n > 20000 ? 3 : n > 4000 ? 4 : 6;
   const base = {type: 'scattergl', mode: 'markers', hoverinfo: 'text', hoverlabel: {namelength: 0}};
   const colourName = v.color_by && v.color_by !== 'none' ? v.color_by : '';
@@ -139,22 +157,56 @@ function loadSheet(v) {
   entry.img.src = s.url;
 }
 
-function showPreview(ev) {
-  const p = ev && ev.points && ev.points.find((q) => typeof q.customdata === 'number');
+// Hover and click find their point here rather than through plotly's events: plotly throttles hover events
+// (tens of ms) and reports a click only after its own hover pass, which together took most of a click's
+// time to its pictures.
+const PICK_RADIUS_PX = 20;  // plotly's own hover distance
+const CLICK_SLOP_PX = 4;    // moved further between button down and up, it is a pan or a selection
+
+// The shown point nearest to a client position, within PICK_RADIUS_PX: {row, x, y} or null. Traces hidden
+// from the legend are skipped.
+function nearestPoint(clientX, clientY) {
+  const fl = plotDiv._fullLayout;
+  if (!fl || !fl.xaxis || !plotDiv._fullData) return null;
+  const box = plotDiv.getBoundingClientRect();
+  const px = clientX - box.left - fl._size.l, py = clientY - box.top - fl._size.t;
+  if (px < 0 || py < 0 || px > fl._size.w || py > fl._size.h) return null;
+  // Both axes are linear: pixel = origin + scale * value.
+  const x0 = fl.xaxis.l2p(0), sx = fl.xaxis.l2p(1) - x0;
+  const y0 = fl.yaxis.l2p(0), sy = fl.yaxis.l2p(1) - y0;
+  let best = null, bestD2 = PICK_RADIUS_PX * PICK_RADIUS_PX;
+  plotDiv._fullData.forEach((full) => {
+    const tr = plotDiv.data[full.index];
+    if (!tr || !Array.isArray(tr.customdata) || full.visible !== true) return;
+    const xs = tr.x, ys = tr.y, rows = tr.customdata;
+    for (let i = 0; i < rows.length; i++) {
+      const dx = x0 + sx * xs[i] - px, dy = y0 + sy * ys[i] - py;
+      const d2 = dx * dx + dy * dy;
+      if (d2 < bestD2) { bestD2 = d2; best = {row: rows[i], x: Number(xs[i]), y: Number(ys[i])}; }
+    }
+  });
+  return best;
+}
+
+function onLegendOrToolbar(target) {
+  return !!(target && target.closest && target.closest('.legend, .modebar'));
+}
+
+function showPreview(row, clientX, clientY) {
   const s = sheet;
-  if (!p || !s || !s.ready || p.customdata < 0 || p.customdata >= s.n) { hidePreview(); return; }
-  const row = p.customdata;
-  const tw = s.img.naturalWidth / s.cols;
-  const th = s.img.naturalHeight / Math.ceil(s.n / s.cols);
-  const ctx = preview.getContext('2d');
-  ctx.imageSmoothingEnabled = false;
-  ctx.clearRect(0, 0, preview.width, preview.height);
-  ctx.drawImage(s.img, (row % s.cols) * tw, Math.floor(row / s.cols) * th, tw, th,
-                0, 0, preview.width, preview.height);
+  if (!s || !s.ready || row < 0 || row >= s.n) { hidePreview(); return; }
+  if (preview.dataset.row !== String(row)) {
+    const tw = s.img.naturalWidth / s.cols;
+    const th = s.img.naturalHeight / Math.ceil(s.n / s.cols);
+    const ctx = preview.getContext('2d');
+    ctx.imageSmoothingEnabled = false;
+    ctx.clearRect(0, 0, preview.width, preview.height);
+    ctx.drawImage(s.img, (row % s.cols) * tw, Math.floor(row / s.cols) * th, tw, th,
+                  0, 0, preview.width, preview.height);
+  }
   // Beside the cursor, on the side away from plotly's own label, kept inside the map.
   const box = preview.parentElement.getBoundingClientRect();
-  const e = ev.event || {};
-  const x = (e.clientX || box.left) - box.left, y = (e.clientY || box.top) - box.top;
+  const x = clientX - box.left, y = clientY - box.top;
   const size = preview.offsetWidth || 96;
   preview.style.left = Math.max(0, x > size + 20 ? x - size - 14 : x + 14) + 'px';
   preview.style.top = Math.max(0, y > size + 20 ? y - size - 14 : y + 14) + 'px';
@@ -167,20 +219,39 @@ function hidePreview() {
   delete preview.dataset.row;
 }
 
+function onPointerMove(e) {
+  if (e.buttons || onLegendOrToolbar(e.target)) { hidePreview(); return; }  // panning or selecting
+  const p = nearestPoint(e.clientX, e.clientY);
+  if (p) showPreview(p.row, e.clientX, e.clientY); else hidePreview();
+}
+
+let pressed = null;  // where the button went down on the map: {x, y}
+
+function onPointerDown(e) {
+  pressed = (e.button === 0 && !onLegendOrToolbar(e.target)) ? {x: e.clientX, y: e.clientY} : null;
+}
+
+function onPointerUp(e) {
+  const down = pressed;
+  pressed = null;
+  if (!down || Math.hypot(e.clientX - down.x, e.clientY - down.y) > CLICK_SLOP_PX) return;
+  const p = nearestPoint(down.x, down.y);
+  if (!p) return;
+  trigger('point_click', {row: p.row});
+  clickedMark = {x: p.x, y: p.y};
+  // Redrawing thousands of WebGL points takes the main thread for tens of ms: do it when the page is idle,
+  // so that the answer's pictures are shown first.
+  if (window.requestIdleCallback) requestIdleCallback(render, {timeout: 400}); else setTimeout(render, 150);
+}
+
 function bindHandlers() {
   if (handlersBound) return;
   handlersBound = true;
-  plotDiv.on('plotly_hover', showPreview);
-  plotDiv.on('plotly_unhover', hidePreview);
-  plotDiv.on('plotly_click', (ev) => {
-    const p = ev && ev.points && ev.points.find((q) => typeof q.customdata === 'number');
-    if (!p) return;
-    trigger('point_click', {row: p.customdata});
-    clickedMark = {x: Number(p.x), y: Number(p.y)};
-    // Redrawing thousands of WebGL points takes the main thread for tens of ms: do it when the page is idle,
-    // so that the answer's pictures are shown first.
-    if (window.requestIdleCallback) requestIdleCallback(render, {timeout: 400}); else setTimeout(render, 150);
-  });
+  plotDiv.addEventListener('pointermove', onPointerMove, {capture: true});
+  plotDiv.addEventListener('pointerleave', hidePreview);
+  plotDiv.addEventListener('pointerdown', onPointerDown, {capture: true});
+  // While plotly drags, the button comes up over its drag cover outside the map: listen on the window.
+  window.addEventListener('pointerup', onPointerUp, {capture: true});
   plotDiv.on('plotly_selected', (ev) => {
     if (!ev) return;  // plotly sends undefined while a new selection starts
     const rows = [];
@@ -199,7 +270,7 @@ function render() {
     else showMessage('The map needs plotly.js, which did not load.');
     return;
   }
-  const v = props.value;
+  const v = unpack(props.value);
   loadSheet(v);
   if (!v || !v.x || !v.x.length) {
     cachedValue = null;

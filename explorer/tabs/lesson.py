@@ -23,6 +23,7 @@ from ..checks import user_errors
 from ..lesson_file import TABS, LessonStep
 from ..runs import LoadedRun
 from .events import DECODE, LIVE, Page, private, then
+from .map_panel import map_payload
 
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 PRESENTER = '<button class="lesson-present" type="button" title="Full screen, larger type, ← / → for steps">⛶ Present</button>'
@@ -187,7 +188,7 @@ class LessonTab:
         run = self.points.run(name)
         colour, attribute = step.get("colour"), step.get("attribute")
         if name == step.run and run.latents is not None and colour in figures.color_options(run):
-            out[1] = gr.HTML(value=figures.map_payload(run, colour), overlay=ui_map.empty_overlay())
+            out[1] = gr.HTML(value=map_payload(run, colour), overlay=ui_map.empty_overlay())
             out[2] = gr.Dropdown(choices=figures.color_options(run), value=colour)
         if name == step.run and attribute in run.attribute_names:
             out[3] = gr.Dropdown(choices=run.attribute_names, value=attribute)

@@ -26,8 +26,9 @@ RESCAN_EVERY_S = 5.0  # a visitor opening the run list looks for new runs at mos
 
 
 def map_payload(run, color_by: str) -> dict:
-    """The map's points (figures.map_payload) and the sprite sheet of their thumbnails for the hover preview."""
-    return {**figures.map_payload(run, color_by), "sprite": ui_map.sprite(run)}
+    """The map component's value: the points (figures.map_payload, packed) and the sprite sheet of their
+    thumbnails for the hover preview."""
+    return ui_map.packed({**figures.map_payload(run, color_by), "sprite": ui_map.sprite(run)})
 
 
 class MapPanel:
