@@ -71,3 +71,25 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(1)
+
+
+_SESSION_START = [0.0]
+
+
+def pytest_sessionstart(session):
+    import time
+
+    _SESSION_START[0] = time.time() - 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Point the log at the pictures browser tests wrote in this run (the lesson's steps, one each)."""
+    folder = os.path.join(REPO_ROOT, "test-artifacts")
+    if not os.path.isdir(folder):
+        return
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        pictures = [f for f in os.listdir(path) if f.endswith(".png")
+                    and os.path.getmtime(os.path.join(path, f)) >= _SESSION_START[0]] if os.path.isdir(path) else []
+        if pictures:
+            terminalreporter.write_line(f"screenshots ({name}): {len(pictures)} in {path}")
