@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from training.errors import UserError
 
 from .charts import PALETTE, TEXT_PX, text_font
-from .latent_ops import dims_by_kl
+from .latent_ops import dims_by_kl, kl_per_dim
 from .runs import LoadedRun
 
 MAX_CATEGORIES = len(PALETTE)
@@ -231,19 +231,27 @@ def make_gif(frames, fps: float = 10.0, pingpong: bool = False, size: Optional[i
 
 
 # ---- map payload and downloads -------------------------------------------------------------------------
-def color_options(run: LoadedRun) -> list[str]:
-    """What the map can be coloured by: 'none', 'split', each label, and latent dimensions 'z<d>'
-    (the 10 most informative, or all when D <= 32)."""
+def color_choices(run: LoadedRun) -> list[tuple[str, str]]:
+    """The colour menu as (title, value) pairs: 'none', 'split (train/test)', each label under its title in
+    the dataset's description (LabelInfo) and latent dimensions 'z<d> (KL 2.1)' (the 10 most informative,
+    or all when D <= 32). The values are the column names the API and lesson files use."""
     if run.latents is None:
-        return ["none"]
-    options = ["none"]
+        return [("none", "none")]
+    choices = [("none", "none")]
     if "split" in run.latents:
-        options.append("split")
-    options += list(run.label_names)
+        choices.append(("split (train/test)", "split"))
+    choices += [(info.title or name, name) for name, info in zip(run.label_names, run.labels)]
     if not run.is_vq:  # a VQ-VAE's flattened code grid has no meaningful single coordinates
         dims = dims_by_kl(run)
-        options += [f"z{d}" for d in (dims if run.latent_dim <= 32 else dims[:10])]
-    return options
+        kl = kl_per_dim(run)
+        for d in (dims if run.latent_dim <= 32 else dims[:10]):
+            choices.append((f"z{d}" + (f" (KL {kl[d]:.1f})" if kl is not None else ""), f"z{d}"))
+    return choices
+
+
+def color_options(run: LoadedRun) -> list[str]:
+    """The values of the colour menu (`color_choices`): 'none', 'split', label columns, 'z<d>'."""
+    return [value for _, value in color_choices(run)]
 
 
 def _color_values(run: LoadedRun, color_by: str) -> tuple[Optional[np.ndarray], str]:

@@ -72,6 +72,7 @@ def value(page, selector: str) -> str:
 
 
 def test_every_lesson_step_sets_up_its_state(page, app):
+    from explorer.figures import color_choices
     from explorer.lesson_file import load_lesson
 
     steps = load_lesson()
@@ -106,6 +107,11 @@ def test_every_lesson_step_sets_up_its_state(page, app):
                 wait_for(lambda: page.locator(f"#method input[value='{setting}']").is_checked(), "the path method")
             elif name == "corrected":
                 wait_for(lambda: page.locator("#corrected input").is_checked() == setting, "the corrected box")
+            elif name == "colour":
+                # The menu shows the dataset's title of the column the lesson names (dSprites' "posX" as "x").
+                title = dict((v, t) for t, v in color_choices(app.points.run(run)))[setting]
+                wait_for(lambda: value(page, selector) == title,
+                         f"step {i + 1}: colour = {title} (shown: {value(page, selector)!r})")
             else:
                 wait_for(lambda: shown(value(page, selector)) == shown(setting),
                          f"step {i + 1}: {name} = {setting} (shown: {value(page, selector)!r})")

@@ -15,6 +15,7 @@ import base64
 import io
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -306,3 +307,29 @@ def test_a_refused_interpolation_end_clears_the_strip_frame_and_path(page):
     wait_for(lambda: not page.evaluate("document.querySelector('#latent-map .vae-map-plot').data"
                                        ".some(t => t.name === 'path')"), "the path taken off the map")
     assert not page.errors, page.errors
+
+
+# ---- the API ------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def client(app_url):
+    gradio_client = pytest.importorskip("gradio_client")
+    return gradio_client.Client(app_url, verbose=False)
+
+
+def test_the_colour_menu_names_columns_by_their_titles(client):
+    from explorer.points import Points
+    from explorer.runs import RunRegistry
+
+    name = RUNS["dsprites"][0]
+    run = Points(RunRegistry([ASSETS])).run(name)
+    colour = client.predict(name, api_name="/select_run")[2]
+    titles = {value: label for label, value in colour["choices"]}
+    assert titles["none"] == "none" and titles["split"] == "split (train/test)", titles
+    for column, info in zip(run.label_names, run.labels):
+        assert titles[column] == info.title, (column, titles[column])
+    dims = [value for value in titles if re.fullmatch(r"z\d+", value)]
+    assert dims and all(re.fullmatch(rf"{d} \(KL \d+\.\d\)", titles[d]) for d in dims), titles
+    assert any(label != value for value, label in titles.items() if value in run.label_names), titles
+    # The values stay the column names: the API and lesson files colour by them.
+    coloured = client.predict(name, run.label_names[-1], api_name="/map")
+    assert coloured["value"]["color_by"] == run.label_names[-1]

@@ -189,7 +189,7 @@ class LessonTab:
         colour, attribute = step.get("colour"), step.get("attribute")
         if name == step.run and run.latents is not None and colour in figures.color_options(run):
             out[1] = gr.HTML(value=map_payload(run, colour), overlay=ui_map.empty_overlay())
-            out[2] = gr.Dropdown(choices=figures.color_options(run), value=colour)
+            out[2] = gr.Dropdown(choices=figures.color_choices(run), value=colour)
         if name == step.run and attribute in run.attribute_names:
             out[3] = gr.Dropdown(choices=run.attribute_names, value=attribute)
         return tuple(out)

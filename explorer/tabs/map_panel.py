@@ -105,7 +105,7 @@ class MapPanel:
         return (
             card,
             gr.HTML(value=map_value, overlay=ui_map.empty_overlay()),
-            gr.Dropdown(choices=figures.color_options(run), value=default_colour),
+            gr.Dropdown(choices=figures.color_choices(run), value=default_colour),
             gr.Dropdown(choices=attributes, value=attributes[0] if attributes else None),
             *live_slider_updates(run),
             sample_note(run),
