@@ -333,3 +333,34 @@ def test_the_colour_menu_names_columns_by_their_titles(client):
     # The values stay the column names: the API and lesson files colour by them.
     coloured = client.predict(name, run.label_names[-1], api_name="/map")
     assert coloured["value"]["color_by"] == run.label_names[-1]
+
+
+def test_a_comparison_across_datasets_is_refused_in_one_line(client):
+    smileys, dsprites = RUNS["smileys"][0], RUNS["dsprites"][0]
+    with pytest.raises(Exception) as info:
+        client.predict(smileys, dsprites, 0, 3.0, api_name="/compare")
+    message = str(info.value)
+    assert "smileys" in message and "dsprites" in message and "\n" not in message.strip(), message
+    # The server keeps serving: a comparison within one dataset still works.
+    if len(RUNS["dsprites"]) > 1:
+        grid, *_ = client.predict(RUNS["dsprites"][1], dsprites, 0, 3.0, api_name="/compare")
+        assert grid and (grid.get("value") if isinstance(grid, dict) else grid)
+
+
+def test_a_refused_comparison_clears_the_compared_run(page):
+    dsprites, smileys = RUNS["dsprites"], RUNS["smileys"][0]
+    if len(dsprites) < 2:
+        pytest.skip("needs two bundled dSprites runs to compare")
+    if page.locator("#run input").input_value() != dsprites[0]:
+        switch_run(page, dsprites[0])
+    open_tab(page, "Disentangle")
+    wait_for(lambda: image_src(page, "#cmp-grid"), "the compared run's traversal", timeout=90)
+    # The menu offers only runs of this dataset; a typed name (the menu takes custom values) reaches the server.
+    page.locator("#compare input").fill(smileys)
+    page.locator("#compare input").press("Enter")
+    wait_for(lambda: any("cannot compare" in t and "smileys" in t
+                         for t in page.locator(".toast-body, [data-testid=toast-body]").all_inner_texts()),
+             "the error message naming both datasets")
+    wait_for(lambda: image_src(page, "#cmp-grid") is None, "the compared run's traversal cleared")
+    assert "KL" not in page.locator("#cmp-note").inner_text() and not page.locator("#cmp-scores").inner_text().strip()
+    assert not page.errors, page.errors

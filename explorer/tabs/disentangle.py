@@ -18,7 +18,7 @@ from ..checks import number, user_errors
 from ..points import Points
 from ..run_scores import read_scores
 from ..runs import LoadedRun
-from .events import HEAVY, LIVE, Page, Step, image_out, pixel_image, private, then
+from .events import HEAVY, LIVE, Page, Step, cleared_on_failure, image_out, pixel_image, private, then
 
 LIVE_DIMS = 6             # live sliders for the most active latent dimensions
 TRAVERSAL_STEPS = 5       # five columns of tiles >= 96 px fit the tab column beside the map at 1440 px
@@ -108,6 +108,26 @@ def live_slider_updates(run: LoadedRun) -> list:
     return updates
 
 
+def image_kind(config) -> tuple:
+    """What two runs must share to be compared on the same image: dataset, resolution and channels."""
+    return config.data.name, config.model.image_size, config.model.channels
+
+
+def check_comparable(run: LoadedRun, other: LoadedRun) -> None:
+    """UserError when `other` cannot encode `run`'s images (another dataset, resolution or channels)."""
+    if image_kind(other.config) != image_kind(run.config):
+        def described(r):
+            size, channels = r.config.model.image_size, r.config.model.channels
+            return f"{r.name!r} ({r.config.data.name}, {size}×{size}×{channels})"
+        raise UserError(f"cannot compare {described(run)} with {described(other)}: "
+                        "choose a run of the same dataset and image size")
+
+
+def cleared_comparison():
+    """The comparison's outputs with nothing shown: no grid, note, KL chart or scores."""
+    return _hidden_image(), "", _hidden_image(), ""
+
+
 def _hidden_image() -> gr.Image:
     return gr.Image(value=None, visible=False)
 
@@ -165,7 +185,8 @@ class DisentangleTab:
         then(self.from_click.click(None, [page.point], [page.trav_point], js="(p) => p"), dis, recipe, live, cmp)
         then(page.trav_point.submit(**dis.io(), api_name="disentanglement", **HEAVY), recipe, live, cmp)
         then(page.span.release(**dis.io(), **HEAVY, **private()), cmp)
-        page.compare_dd.input(**cmp.io(), api_name="compare", **HEAVY)
+        compared = page.compare_dd.input(**cmp.io(), api_name="compare", **HEAVY)
+        cleared_on_failure(compared, cmp.outputs, cleared_comparison)
         # The sliders decode in the browser; the view sends `server_frame` per move only where it cannot.
         self.view.server_frame(**live.io(), api_name="live_traversal", trigger_mode="always_last",
                                show_progress="hidden", **LIVE)
@@ -227,6 +248,7 @@ class DisentangleTab:
             return _hidden_image(), "Choose a second run to compare.", _hidden_image(), ""
         run_b = self.points.run(other)
         run_a = self.points.run(name)
+        check_comparable(run_a, run_b)
         span = checked_span(span)
         if run_b.is_vq:
             return (_hidden_image(), f"{VQ_NO_TRAVERSAL}: no per-dimension traversal.", _hidden_image(),

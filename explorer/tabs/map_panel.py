@@ -16,7 +16,7 @@ from .. import figures
 from .. import latent_ops as ops
 from .. import ui_map
 from ..checks import choice, number, user_errors, whole_number
-from .disentangle import live_slider_updates
+from .disentangle import image_kind, live_slider_updates
 from .events import DECODE, LIVE, Page, Step, private, then
 from .interpolate import METHODS
 from .samples import sample_note
@@ -162,8 +162,7 @@ class MapPanel:
                 other = load_config(entry.path)
             except (OSError, ValueError, UserError):
                 continue
-            if (other.data.name, other.model.image_size, other.model.channels) != \
-                    (here.data.name, here.model.image_size, here.model.channels):
+            if image_kind(other) != image_kind(here):
                 continue
             other_vq, same_model = other.model.name == "vqvae", other.model.name == here.model.name
             ranked.append(((other_vq != run.is_vq, same_model, order), entry.name))
