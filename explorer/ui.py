@@ -151,9 +151,10 @@ def run_switch_views(io) -> tuple:
     """The steps that refresh every tab after a run switch (and after a lesson step's set-up)."""
     # The live views' recipes come first: they are cheap and make the sliders live before the grids arrive.
     # Every panel that shows something of a run is in this list: what it leaves out keeps the previous run's
-    # pictures (the analogy, a selection, a saved GIF).
+    # pictures (the analogy, a selection, a saved GIF, a downloaded file).
     return (*io.recipes, io.point, io.overlay, io.strip, io.frame, io.attribute, io.reconstruct, io.disentangle,
-            io.live, io.sample, io.compare, io.analogy, io.selection, io.gif_reset)
+            io.live, io.sample, io.compare, io.analogy, io.selection, io.gif_reset,
+            io.downloads_reset)
 
 
 def _wire_run_switch(demo: gr.Blocks, page: Page) -> None:

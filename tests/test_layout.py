@@ -309,6 +309,18 @@ def test_a_refused_interpolation_end_clears_the_strip_frame_and_path(page):
     assert not page.errors, page.errors
 
 
+def test_a_run_switch_clears_the_downloaded_file(page):
+    names = [n for ns in RUNS.values() for n in ns]
+    current = page.locator("#run input").input_value()
+    open_tab(page, "Downloads")
+    page.locator("#dl-latents").click()
+    wait_for(lambda: ".csv" in page.locator("#dl-file").inner_text(), "the latent table's CSV")
+    switch_run(page, next(n for n in names if n != current))
+    # The previous run's file would pass for the new run's.
+    wait_for(lambda: ".csv" not in page.locator("#dl-file").inner_text(), "the download cleared by the run switch")
+    assert not page.errors, page.errors
+
+
 # ---- the API ------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def client(app_url):

@@ -11,7 +11,7 @@ from ..checks import user_errors
 from ..points import require_latents
 from ..tempfiles import Downloads
 from .disentangle import DisentangleTab
-from .events import HEAVY, Page
+from .events import HEAVY, Page, Step
 from .interpolate import InterpolateTab
 from .samples import sample_grid
 
@@ -36,7 +36,8 @@ class DownloadsTab:
         self.file = gr.File(label="Download", interactive=False, elem_id="dl-file", height=120)
 
     def define_steps(self, page: Page) -> None:
-        pass
+        # A file of the previous run next to the new run's pictures would pass for the new run's.
+        page.io.downloads_reset = Step(lambda: None, [], [self.file], live=True, hidden=True)
 
     def wire(self, page: Page) -> None:
         out = [self.file]
