@@ -40,6 +40,8 @@ def _runs_by_dataset() -> dict:
 
 
 RUNS = _runs_by_dataset()
+TIMELINE_RUNS = [name for names in RUNS.values() for name in names
+                 if os.path.isfile(os.path.join(ASSETS, name, "timeline.npz"))]
 if not {"smileys", "dsprites"} <= set(RUNS):
     pytest.skip("needs the bundled smileys and dSprites runs in assets/", allow_module_level=True)
 
@@ -164,6 +166,29 @@ def test_no_overflow_and_every_tab_on_screen(page, width, height):
     finally:
         page.set_viewport_size({"width": 1440, "height": 900})
         page.emulate_media(color_scheme="light")
+        page.evaluate("window.scrollTo(0, 0)")
+
+
+PAGE_WIDTH = "[document.scrollingElement.scrollWidth, innerWidth]"
+
+
+@pytest.mark.parametrize("width,height", VIEWPORTS, ids=[f"{w}x{h}" for w, h in VIEWPORTS])
+def test_the_training_tab_fits_every_viewport(page, width, height):
+    if not TIMELINE_RUNS:
+        pytest.skip("no bundled run with a training timeline (timeline.npz)")
+    if page.locator("#run input").input_value() != TIMELINE_RUNS[0]:
+        switch_run(page, TIMELINE_RUNS[0])
+    page.set_viewport_size({"width": width, "height": height})
+    try:
+        open_tab(page, "Training")
+        wait_for(lambda: image_src(page, "#timeline-recon") and image_src(page, "#timeline-samples"),
+                 "the timeline's pictures", timeout=60)
+        page.wait_for_timeout(300)
+        scroll, inner = page.evaluate(PAGE_WIDTH)
+        assert scroll <= inner, f"Training tab: page {scroll} px wide at {width}px"
+        assert not page.errors, page.errors
+    finally:
+        page.set_viewport_size({"width": 1440, "height": 900})
         page.evaluate("window.scrollTo(0, 0)")
 
 
