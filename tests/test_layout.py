@@ -188,6 +188,7 @@ def test_the_training_tab_fits_every_viewport(page, width, height):
         assert scroll <= inner, f"Training tab: page {scroll} px wide at {width}px"
         assert not page.errors, page.errors
     finally:
+        open_tab(page, "Point")  # the next tests click the map beside the tabs
         page.set_viewport_size({"width": 1440, "height": 900})
         page.evaluate("window.scrollTo(0, 0)")
 
