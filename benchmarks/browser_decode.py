@@ -103,6 +103,19 @@ def wait_for(page, condition, timeout: float = 60.0) -> None:
         page.wait_for_timeout(20)
 
 
+def wait_quiet(page, quiet_s: float = 2.0, timeout: float = 120.0) -> None:
+    """Until the page has sent nothing to the app for quiet_s and no output is pending. (Playwright's
+    "networkidle" never comes: the queue's event stream and heartbeat stay open.)"""
+    last = [time.time()]
+    page.on("request", lambda r: last.__setitem__(0, time.time()) if "/gradio_api/" in r.url else None)
+    start = time.time()
+    while time.time() - start < timeout:
+        busy = page.evaluate("document.querySelectorAll('.wrap.pending, .wrap.generating').length")
+        if not busy and time.time() - last[0] >= quiet_s:
+            return
+        page.wait_for_timeout(200)
+
+
 def first_load(browser, url: str) -> tuple[dict, object]:
     page = open_page(browser, url)
     page.goto(url)
@@ -113,11 +126,7 @@ def first_load(browser, url: str) -> tuple[dict, object]:
     first_frame_s = float(view_state(page)["first"]) / 1000.0
     # Let the first views (strip, grids, samples: the server's heavy work) finish, so that the drag below
     # measures decoding, not a machine busy with them.
-    try:
-        page.wait_for_load_state("networkidle", timeout=120_000)
-    except Exception:
-        pass
-    page.wait_for_timeout(1000)
+    wait_quiet(page)
     total = decoding = 0
     for r in page.responses:
         sizes = r.sizes()
