@@ -4,7 +4,8 @@ runs in assets/ (runs of three datasets, so that a run switch crosses datasets):
     an overflow menu), no page errors; a screenshot per viewport in test-artifacts/screenshots/layout/;
   * hovering a map point shows its thumbnail from the run's sprite sheet, without a request;
   * a map click is one request that brings the point's image and reconstruction;
-  * a run switch refreshes the analogy and the comparison, whose choices are the same dataset's runs;
+  * a run switch refreshes the analogy and the comparison, whose choices are the same dataset's runs, and
+    puts the marks A, B, t and ★ on four different spots;
   * an upload is reconstructed at once; a refused interpolation end clears the strip, frame and path.
 
 Needs Debian's chromium (/usr/bin/chromium) and the playwright Python package; skipped without them.
@@ -298,6 +299,33 @@ def test_a_run_switch_refreshes_the_analogy_and_the_comparison(page):
     page.keyboard.press("Escape")
     assert set(options) == {"none", *expected}, options
     wait_for(lambda: image_src(page, "#cmp-grid"), "the compared run's traversal")
+    assert not page.errors, page.errors
+
+
+MARKS = """() => {
+  const data = document.querySelector('#latent-map .vae-map-plot').data || [];
+  const out = {};
+  for (const t of data) if ((t.name || '').startsWith('mark ')) out[t.name.slice(5)] = [t.x[0], t.y[0]];
+  return out;
+}"""
+
+
+def starting_marks(pg) -> dict:
+    """{'A': (x, y), 'B': ..., 't': ..., 'input': ...} once the map shows all four, else {}."""
+    marks = pg.evaluate(MARKS)
+    return marks if {"A", "B", "t", "input"} <= set(marks) else {}
+
+
+def test_after_a_run_switch_a_b_t_and_star_sit_on_four_spots(page):
+    for tab in ("Interpolate", "Attributes"):   # Gradio draws a tab's inputs when it is first opened
+        open_tab(page, tab)
+    for name in (RUNS["smileys"][0], RUNS["dsprites"][0]):
+        switch_run(page, name)
+        wait_for(lambda: len({page.locator(f"{sel} input").input_value()
+                              for sel in ("#point-a", "#point-b", "#attr-point")}) == 3, f"{name}: three different points A, B and ★")
+        wait_for(lambda: starting_marks(page), f"{name}: the marks A, B, t and ★ on the map")
+        spots = {(round(x, 3), round(y, 3)) for x, y in starting_marks(page).values()}
+        assert len(spots) == len(starting_marks(page)), (name, starting_marks(page))
     assert not page.errors, page.errors
 
 
