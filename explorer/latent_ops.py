@@ -25,6 +25,8 @@ from .runs import LoadedRun
 MAX_BATCH = 1024            # latents decoded in one call
 MAX_GRID = 400              # images in one traversal grid
 MAX_ABS_LATENT = 1e3        # |z| beyond this is not a latent, it is a typo
+STARTING_SAMPLE = 2000      # rows searched for the starting points: a few ms at any table size
+FAR_SHARE = 0.6             # A and B start farther apart on the map than this share of pairs of rows
 # A bias-corrected vector is offered only against a label correlated at least this much (|phi|).
 MIN_CONFOUNDER_CORRELATION = 0.1
 # Below this cosine distance two directions count as parallel and slerp falls back to lerp.
@@ -246,6 +248,24 @@ def attribute_vector(run: LoadedRun, name: str, corrected: bool = False) -> tupl
     return np.asarray(entry["vector"], dtype=np.float32), (float(auc) if isinstance(auc, (int, float)) else float("nan"))
 
 
+def attribute_contrast(run: LoadedRun, name: str) -> Optional[tuple]:
+    """(rows that have the attribute, rows that lack it, its vector, each row's label value or None), from
+    the labels: a class pair 'digit: 3 → 8' is had at 8 and lacked at 3 (other rows neither), an
+    attributes.json vector is had where its label is above the recorded threshold. None when the latent
+    table has no label for it."""
+    if run.latents is None or "labels" not in run.latents:
+        return None
+    labels, vector = run.latents["labels"], attribute_vector(run, name)[0]
+    if name in run.class_pairs:
+        column, without, with_it = run.class_pairs[name]
+        return labels[:, column] == with_it, labels[:, column] == without, vector, None
+    threshold = run.attributes["attributes"][name].get("threshold")
+    if name not in run.label_names or not isinstance(threshold, (int, float)):
+        return None
+    values = labels[:, run.label_names.index(name)]
+    return values > threshold, values <= threshold, vector, values
+
+
 def confounder_of(run: LoadedRun, name: str) -> Optional[tuple[str, float]]:
     """(the label the bias-corrected vector of `name` balances against, their correlation), or None when
     there is nothing worth balancing: no corrected vector, no confounder, or one correlated by less than
@@ -282,6 +302,46 @@ def analogy(a, b, c) -> np.ndarray:
 
 
 # ---- traversals and samples -----------------------------------------------------------------------------
+def starting_points(xy: np.ndarray, mu: np.ndarray, contrast=None) -> tuple[int, int, int]:
+    """Rows (A, B, ★) a run opens on, from its latent table (map xy (N, 2), latents mu (N, D)) alone; each
+    search runs over an evenly spaced sample of at most STARTING_SAMPLE rows, so it needs no decoding.
+
+    Without `contrast`: A the first row, B the farthest on the map from A, ★ the farthest from both, so the
+    interpolation path and its t mark are visible. With `contrast` (`attribute_contrast`): A a row with
+    the attribute at its strongest (its label's top value, then z·v), B the row nearest A in latent space
+    that lacks it among those farther from A on the map than a FAR_SHARE of the sample's pairs, ★
+    another row that lacks it, the farthest on the map from A and B: A − B + ★ adds the attribute to ★.
+    """
+    n = len(xy)
+    if n < 3:
+        return 0, min(1, n - 1), 0
+    xy = xy.astype(np.float64)
+
+    def spread(rows: np.ndarray) -> np.ndarray:
+        return rows[np.unique(np.linspace(0, len(rows) - 1, min(len(rows), STARTING_SAMPLE)).astype(np.int64))]
+
+    def farthest(rows: np.ndarray, *away: int) -> int:
+        rows = rows[~np.isin(rows, away)]
+        return int(rows[np.argmax(np.linalg.norm(xy[rows, None] - xy[list(away)][None], axis=-1).min(axis=1))])
+
+    everyone = spread(np.arange(n))
+    if contrast is not None:
+        has, lacks, vector, level = contrast
+        having, lacking = spread(np.flatnonzero(has)), spread(np.flatnonzero(lacks))
+        if len(having) and len(lacking) >= 2:
+            if level is not None:
+                having = having[level[having] == level[having].max()]
+            a = int(having[np.argmax(mu[having] @ vector)])
+            few = everyone[:: max(1, len(everyone) // 400)]
+            pairs = np.linalg.norm(xy[few, None] - xy[None, few], axis=-1)[np.triu_indices(len(few), 1)]
+            far = lacking[np.linalg.norm(xy[lacking] - xy[a], axis=1) > np.quantile(pairs, FAR_SHARE)]
+            far = far if len(far) >= 2 else lacking
+            b = int(far[np.argmin(np.linalg.norm(mu[far] - mu[a], axis=1))])
+            return a, b, farthest(lacking, a, b)
+    b = farthest(everyone, 0)
+    return 0, b, farthest(everyone, 0, b)
+
+
 def kl_per_dim(run: LoadedRun) -> Optional[np.ndarray]:
     """Mean KL per latent dimension (D,) from latents.npz, else metrics.json; None when unknown."""
     if run.latents is not None and "kl_per_dim" in run.latents:

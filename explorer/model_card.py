@@ -20,6 +20,9 @@ CARD_SCORES = [
     ("DCI disentanglement", "dci_disentanglement", "{:.3f}"),
     ("BetaVAE score", "betavae", "{:.3f}"),
 ]
+# The rows the short card keeps of the full one, and its headline scores, best first (labels of CARD_SCORES).
+SHORT_ROWS = ("model", "dataset", "latent", "samples")
+HEADLINE_SCORES = ("MIG", "FactorVAE score", "IW NLL (nats)", "ELBO (nats)", "PSNR (dB)", "codebook perplexity")
 
 
 def key_metrics(run) -> dict:
@@ -70,31 +73,48 @@ def card(run) -> dict:
 
 
 def card_markdown(run) -> str:
+    """The card as Markdown: the run's name and the rows that matter in class (model, dataset, latent size,
+    samples, its headline scores, any problem), then every row folded in a 'Full model card' block."""
     c = card(run)
-    lines = [f"### {md(c['name'])}", "", "| | |", "|---|---|"]
+    rows = full_rows(run, c)
+    short = [(key, value) for key, value in rows if key in SHORT_ROWS]
+    short += [(md(label), md(c["metrics"][label])) for label in headline_scores(c["metrics"])]
+    short += [(key, value) for key, value in rows if key in ("metrics", "note")]
+    return (f"### {md(c['name'])}\n\n{table(short)}\n<details><summary>Full model card</summary>\n\n"
+            f"{table(rows)}\n</details>\n")
+
+
+def full_rows(run, c: dict) -> list[tuple[str, str]]:
+    """Every row of the card, (label, Markdown-escaped value), in the order the full card shows them."""
     arch = f" ({c['arch']})" if c["arch"] else ""
-    lines.append(f"| model | {md(c['model'])}{md(arch)} |")
-    lines.append(f"| dataset | {md(c['dataset'])}, {c['image size']}×{c['image size']}×{c['channels']} |")
     shape = "×".join(str(s) for s in c["latent shape"])
-    lines.append(f"| latent | {c['latent size']}" + (f" ({shape})" if len(c["latent shape"]) > 1 else "") + " |")
-    lines.append(f"| likelihood | {md(c['likelihood'])} |")
-    for key in ("beta", "capacity", "codebook"):
-        if key in c:
-            lines.append(f"| {key} | {md(str(c[key]))} |")
     steps = "?" if c["training steps"] is None else f"{c['training steps']:,}"
-    lines.append(f"| training steps | {steps}" + ("" if c["finished"] else " (not finished)") + " |")
-    lines.append(f"| exported points | {c['exported points']:,} |" if run.latents is not None
-                 else "| exported points | not exported (run `python -m training export`) |")
-    lines.append(f"| samples | {md(c['samples'])} |")
+    rows = [("model", md(f"{c['model']}{arch}")),
+            ("dataset", f"{md(c['dataset'])}, {c['image size']}×{c['image size']}×{c['channels']}"),
+            ("latent", f"{c['latent size']}" + (f" ({shape})" if len(c["latent shape"]) > 1 else "")),
+            ("likelihood", md(c["likelihood"]))]
+    rows += [(key, md(str(c[key]))) for key in ("beta", "capacity", "codebook") if key in c]
+    rows.append(("training steps", steps + ("" if c["finished"] else " (not finished)")))
+    rows.append(("exported points", f"{c['exported points']:,}" if run.latents is not None
+                 else "not exported (run `python -m training export`)"))
+    rows.append(("samples", md(c["samples"])))
     if c["attributes"]:
-        lines.append(f"| attributes | {md(', '.join(c['attributes']))} |")
-    for label, value in c["metrics"].items():
-        lines.append(f"| {md(label)} | {md(value)} |")
+        rows.append(("attributes", md(", ".join(c["attributes"]))))
+    rows += [(md(label), md(value)) for label, value in c["metrics"].items()]
     if not c["metrics"]:
-        lines.append("| metrics | not evaluated (run `python -m training evaluate`) |")
-    for problem in c.get("problems", []):
-        lines.append(f"| note | {md(problem)} |")
-    return "\n".join(lines) + "\n"
+        rows.append(("metrics", "not evaluated (run `python -m training evaluate`)"))
+    rows += [("note", md(problem)) for problem in c.get("problems", [])]
+    return rows
+
+
+def headline_scores(metrics: dict) -> list[str]:
+    """The one or two scores a class compares runs by: disentanglement where it was scored, else the
+    likelihood, else the reconstruction and the codebook's use."""
+    return [label for label in HEADLINE_SCORES if label in metrics][:2]
+
+
+def table(rows: list[tuple[str, str]]) -> str:
+    return "\n".join(["| | |", "|---|---|", *(f"| {key} | {value} |" for key, value in rows)]) + "\n"
 
 
 def samples_note(model_name: str, has_prior: bool) -> str:

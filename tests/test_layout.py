@@ -4,7 +4,9 @@ runs in assets/ (runs of three datasets, so that a run switch crosses datasets):
     an overflow menu), no page errors; a screenshot per viewport in test-artifacts/screenshots/layout/;
   * hovering a map point shows its thumbnail from the run's sprite sheet, without a request;
   * a map click is one request that brings the point's image and reconstruction;
-  * a run switch refreshes the analogy and the comparison, whose choices are the same dataset's runs;
+  * a run switch refreshes the analogy and the comparison, whose choices are the same dataset's runs, and
+    puts the marks A, B, t and ★ on four different spots;
+  * the model card shows a short table of at most about eight rows and opens the full card on a click;
   * an upload is reconstructed at once; a refused interpolation end clears the strip, frame and path.
 
 Needs Debian's chromium (/usr/bin/chromium) and the playwright Python package; skipped without them.
@@ -298,6 +300,61 @@ def test_a_run_switch_refreshes_the_analogy_and_the_comparison(page):
     page.keyboard.press("Escape")
     assert set(options) == {"none", *expected}, options
     wait_for(lambda: image_src(page, "#cmp-grid"), "the compared run's traversal")
+    assert not page.errors, page.errors
+
+
+MARKS = """() => {
+  const data = document.querySelector('#latent-map .vae-map-plot').data || [];
+  const out = {};
+  for (const t of data) if ((t.name || '').startsWith('mark ')) out[t.name.slice(5)] = [t.x[0], t.y[0]];
+  return out;
+}"""
+
+
+def starting_marks(pg) -> dict:
+    """{'A': (x, y), 'B': ..., 't': ..., 'input': ...} once the map shows all four, else {}."""
+    marks = pg.evaluate(MARKS)
+    return marks if {"A", "B", "t", "input"} <= set(marks) else {}
+
+
+def test_after_a_run_switch_a_b_t_and_star_sit_on_four_spots(page):
+    for tab in ("Interpolate", "Attributes"):   # Gradio draws a tab's inputs when it is first opened
+        open_tab(page, tab)
+    for name in (RUNS["smileys"][0], RUNS["dsprites"][0]):
+        switch_run(page, name)
+        wait_for(lambda: len({page.locator(f"{sel} input").input_value()
+                              for sel in ("#point-a", "#point-b", "#attr-point")}) == 3, f"{name}: three different points A, B and ★")
+        wait_for(lambda: starting_marks(page), f"{name}: the marks A, B, t and ★ on the map")
+        spots = {(round(x, 3), round(y, 3)) for x, y in starting_marks(page).values()}
+        assert len(spots) == len(starting_marks(page)), (name, starting_marks(page))
+    assert not page.errors, page.errors
+
+
+CARD_ROWS = """() => {
+  const rows = [...document.querySelectorAll('#card tbody tr')].filter((r) => r.checkVisibility());
+  const heights = rows.map((r) => r.getBoundingClientRect().height);
+  return {texts: rows.map((r) => r.innerText), height: heights.reduce((a, b) => a + b, 0),
+          tallest: Math.max(0, ...heights)};
+}"""
+
+
+def test_the_model_card_shows_a_short_table_and_opens_the_full_one_on_click(page):
+    name = RUNS["smileys"][0]
+    switch_run(page, name)
+    wait_for(lambda: page.locator("#card summary").count() == 1, "the card's 'Full model card' summary")
+    short = page.evaluate(CARD_ROWS)
+    assert name in page.locator("#card").inner_text()
+    assert 4 <= len(short["texts"]) <= 8, short["texts"]
+    # At most about eight rows tall: a long value wrapping onto a second line counts as a row.
+    one_line = min(page.evaluate("() => [...document.querySelectorAll('#card tbody tr')]"
+                                 ".filter((r) => r.checkVisibility()).map((r) => r.getBoundingClientRect().height)"))
+    assert short["height"] <= 8.5 * one_line, short
+    assert not any(t.startswith("training steps") for t in short["texts"]), short["texts"]
+    page.locator("#card summary").click()
+    wait_for(lambda: any(t.startswith("training steps") for t in page.evaluate(CARD_ROWS)["texts"]),
+             "the full model card after a click")
+    assert len(page.evaluate(CARD_ROWS)["texts"]) > 15
+    page.locator("#card summary").click()   # folded again for the tests that follow
     assert not page.errors, page.errors
 
 

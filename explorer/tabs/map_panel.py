@@ -114,10 +114,16 @@ class MapPanel:
 
     @user_errors
     def first_points(self, name: str):
-        """After a run switch: clicked point, A, B, attribute input, traversal point, reconstruction point
-        back to the first points of the new run's table, no selection."""
-        n = self.points.run(name).n_points
-        return 0, 0, min(1, max(n - 1, 0)), 0, 0, 0, ""
+        """After a run switch: clicked point, A, B, attribute input ★, traversal point, reconstruction point
+        and no selection. A, B and ★ are three distinct points that make the interpolation and the analogy
+        show something (`latent_ops.starting_points`, on the Attributes tab's default attribute)."""
+        run = self.points.run(name)
+        if run.latents is None:
+            return 0, 0, min(1, max(run.n_points - 1, 0)), 0, 0, 0, ""
+        attributes = run.attribute_names
+        contrast = ops.attribute_contrast(run, attributes[0]) if attributes else None
+        a, b, star = ops.starting_points(run.latents["xy"], run.latents["mu"], contrast)
+        return 0, a, b, star, 0, 0, ""
 
     def look_for_new_runs(self, name, other):
         with self._rescan_lock:
