@@ -33,11 +33,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
+from browser_pages import CHROMIUM, CHROMIUM_ARGS, wait_quiet  # noqa: E402
 from helpers_app import free_port, torch_threads  # noqa: E402
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 TARGETS = {"browser_frame_p95_ms": 8.0, "first_interactive_frame_s": 2.0, "browser_decoding_first_load_mb": 5.0}
 BROWSER_DECODING_FILES = ("latent_decoder.js", "onnxruntime-web", "decoder.onnx")
 
@@ -101,19 +99,6 @@ def wait_for(page, condition, timeout: float = 60.0) -> None:
         if time.time() - start > timeout:
             raise TimeoutError("the page did not get there in time")
         page.wait_for_timeout(20)
-
-
-def wait_quiet(page, quiet_s: float = 2.0, timeout: float = 120.0) -> None:
-    """Until the page has sent nothing to the app for quiet_s and no output is pending. (Playwright's
-    "networkidle" never comes: the queue's event stream and heartbeat stay open.)"""
-    last = [time.time()]
-    page.on("request", lambda r: last.__setitem__(0, time.time()) if "/gradio_api/" in r.url else None)
-    start = time.time()
-    while time.time() - start < timeout:
-        busy = page.evaluate("document.querySelectorAll('.wrap.pending, .wrap.generating').length")
-        if not busy and time.time() - last[0] >= quiet_s:
-            return
-        page.wait_for_timeout(200)
 
 
 def first_load(browser, url: str) -> tuple[dict, object]:

@@ -21,20 +21,17 @@ import json
 import os
 import statistics
 import sys
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
+from browser_pages import CHROMIUM, CHROMIUM_ARGS, wait_quiet  # noqa: E402
 from helpers_app import free_port, torch_threads  # noqa: E402
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 TARGETS = {"click_to_image_p95_ms": 200.0, "hover_to_preview_p95_ms": 50.0}
 
-# Arms one measurement: resolves to ms from the next mousedown on the map to the Point tab's next image loaded.
+# Arms one measurement: resolves to ms from the next pointerdown on the map to the Point tab's next image loaded.
 ARM_CLICK = """() => {
   const plot = document.querySelector('#latent-map .vae-map-plot');
   const img = () => document.querySelector('#pt-image img');
@@ -97,18 +94,6 @@ def stats(ms: list) -> dict:
             "mean_ms": round(statistics.fmean(done), 1), "max_ms": round(done[-1], 1)}
 
 
-def wait_quiet(page, quiet_s: float = 3.0, timeout: float = 120.0) -> None:
-    """Until the page has sent nothing to the app for quiet_s and no output is pending (first views in)."""
-    last = [time.time()]
-    page.on("request", lambda r: last.__setitem__(0, time.time()) if "/gradio_api/" in r.url else None)
-    start = time.time()
-    while time.time() - start < timeout:
-        busy = page.evaluate("document.querySelectorAll('.wrap.pending, .wrap.generating').length")
-        if not busy and time.time() - last[0] >= quiet_s:
-            return
-        page.wait_for_timeout(200)
-
-
 def spread_rows(page, n: int) -> list:
     """n rows whose points lie far apart on screen, each far from the one before (so every click and hover
     lands on its own point and changes the picture)."""
@@ -155,7 +140,7 @@ def main() -> None:
                     page.locator("#run input").click()
                     page.get_by_role("option", name=args.run, exact=True).click()
                     page.wait_for_function("(n) => document.querySelector('#card').innerText.includes(n)", arg=args.run)
-                wait_quiet(page)
+                wait_quiet(page, quiet_s=3.0)
                 run = page.locator("#run input").input_value()
                 posts, answers = [], []
                 page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
