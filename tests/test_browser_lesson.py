@@ -126,6 +126,8 @@ def test_every_lesson_step_sets_up_its_state(page, app):
         if step.get("colour") and step.run in loaded:
             wait_for(lambda: page.evaluate("document.querySelector('#latent-map .vae-map-plot').data[0]"
                                            ".marker.color !== undefined"), "the coloured map")
+        width, inner = page.evaluate("[document.scrollingElement.scrollWidth, innerWidth]")
+        assert width <= inner, f"step {i + 1}: the page is {width} px wide at {inner} px"
         page.screenshot(path=os.path.join(ARTIFACTS, f"step-{i + 1}.png"), full_page=True)
         print(f"lesson step {i + 1} ({step.tab}, {run}): {time.perf_counter() - started:.1f} s")
     assert not page.errors, page.errors
