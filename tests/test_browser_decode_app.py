@@ -131,17 +131,20 @@ def drag_in_browser(demo, pg, view: str, image: str, slider: str, endpoint: str)
     assert settled_frames(pg, view) > before + 5   # the drag drew frames
 
 
-def wait_until_quiet(pg, quiet_s: float = 1.0, timeout: float = 30) -> None:
-    """Until the page has sent no /gradio_api/ request for quiet_s (Playwright's "networkidle" never comes:
-    the queue's event stream and heartbeat stay open)."""
+def wait_until_quiet(pg, quiet_s: float = 1.5, timeout: float = 30) -> None:
+    """Until the page has sent no /gradio_api/ request and shown no pending output for quiet_s (Playwright's
+    "networkidle" never comes: the queue's event stream and heartbeat stay open)."""
     def sent() -> int:
         return sum("/gradio_api/" in u for u, _ in pg.requests)
+
+    def pending() -> int:
+        return pg.evaluate("document.querySelectorAll('.wrap.pending, .wrap.generating').length")
 
     start = since = time.time()
     count = sent()
     while time.time() - since < quiet_s and time.time() - start < timeout:
         time.sleep(0.1)
-        if sent() != count:
+        if sent() != count or pending():
             count, since = sent(), time.time()
 
 

@@ -263,10 +263,20 @@ function bindHandlers() {
   plotDiv.on('plotly_deselect', () => trigger('point_select', {rows: []}));
 }
 
+// plotly.js (props.plotly_url, served by the app) is loaded once the page is idle: evaluating it takes the
+// main thread for a second on a slow machine, and the page's first clicks and live views come first.
+function loadPlotly() {
+  if (typeof Plotly !== 'undefined' || document.querySelector('script[data-vae-plotly]')) return;
+  const script = document.createElement('script');
+  script.src = new URL(props.plotly_url, document.baseURI).href;
+  script.dataset.vaePlotly = '1';
+  script.onerror = () => showMessage('The map needs plotly.js, which did not load.');
+  document.head.appendChild(script);
+}
+
 function render() {
   if (typeof Plotly === 'undefined') {
-    // plotly.min.js comes through the component's `head` and is normally there before this runs.
-    if (plotlyWaits++ < 150) setTimeout(render, 100);
+    if (plotlyWaits++ < 600) setTimeout(render, 100);
     else showMessage('The map needs plotly.js, which did not load.');
     return;
   }
@@ -302,6 +312,7 @@ function render() {
   Plotly.react(plotDiv, cachedTraces.concat(overlayTraces(props.overlay)), layout, config).then(bindHandlers);
 }
 
+if (window.requestIdleCallback) requestIdleCallback(loadPlotly, {timeout: 1500}); else setTimeout(loadPlotly, 500);
 watch('value', () => { clickedMark = null; render(); });
 watch('overlay', () => { clickedMark = null; render(); });
 render();
