@@ -312,7 +312,10 @@ function render() {
   Plotly.react(plotDiv, cachedTraces.concat(overlayTraces(props.overlay)), layout, config).then(bindHandlers);
 }
 
-if (window.requestIdleCallback) requestIdleCallback(loadPlotly, {timeout: 1500}); else setTimeout(loadPlotly, 500);
+// Gradio's start-up has idle moments of its own (waiting for its files): a second first, then the next idle one.
+setTimeout(() => {
+  if (window.requestIdleCallback) requestIdleCallback(loadPlotly, {timeout: 1000}); else loadPlotly();
+}, 1000);
 watch('value', () => { clickedMark = null; render(); });
 watch('overlay', () => { clickedMark = null; render(); });
 render();
