@@ -33,8 +33,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
-from browser_pages import CHROMIUM, CHROMIUM_ARGS, wait_quiet  # noqa: E402
-from helpers_app import free_port, torch_threads  # noqa: E402
+from browser_pages import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from helpers_app import free_port, torch_threads, wait_quiet  # noqa: E402
 
 TARGETS = {"browser_frame_p95_ms": 8.0, "first_interactive_frame_s": 2.0, "browser_decoding_first_load_mb": 5.0}
 BROWSER_DECODING_FILES = ("latent_decoder.js", "onnxruntime-web", "decoder.onnx")

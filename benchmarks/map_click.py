@@ -26,8 +26,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
-from browser_pages import CHROMIUM, CHROMIUM_ARGS, wait_quiet  # noqa: E402
-from helpers_app import free_port, torch_threads  # noqa: E402
+from browser_pages import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from helpers_app import free_port, torch_threads, wait_quiet  # noqa: E402
 
 TARGETS = {"click_to_image_p95_ms": 200.0, "hover_to_preview_p95_ms": 50.0}
 

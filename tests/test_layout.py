@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers_app import wait_quiet
 from test_browser import (CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, digest, image_bytes, image_src, map_point_position,
                           open_tab, playwright_sync, wait_for, wait_for_new_image)
 
@@ -105,16 +106,7 @@ def settle(pg, quiet_s: float = 3.0, timeout: float = 90.0) -> None:
     """Wait until the page has sent no request to the app for quiet_s (its first views are all in), with the
     map on screen."""
     pg.evaluate("window.scrollTo(0, 0)")
-    import time
-
-    last = [time.time()]
-    pg.on("request", lambda r: last.__setitem__(0, time.time()) if "/gradio_api/" in r.url else None)
-    start = time.time()
-    while time.time() - start < timeout:
-        busy = pg.evaluate("document.querySelectorAll('.wrap.pending, .wrap.generating').length")
-        if not busy and time.time() - last[0] >= quiet_s:
-            return
-        pg.wait_for_timeout(200)
+    wait_quiet(pg, quiet_s, timeout)
 
 
 # ---- layout ---------------------------------------------------------------------------------------------------
