@@ -18,7 +18,7 @@ from .attributes import attribute_vectors
 from .encoding import EncodedPoints, SPLIT_CODE, choose_indices, encode_split, open_dataset
 from .errors import UserError
 from .latent_map import fit_map
-from .onnx_decoder import export_decoder, latent_size
+from .onnx_decoder import DEFAULT_WEIGHT_STORAGE, WEIGHT_STORAGES, export_decoder, latent_size
 from .runfolder import (LATENTS_FILE, MAX_LATENT_POINTS, list_snapshots, load_latents, load_run, save_attributes,
                         save_decoder, save_latents, save_timeline)
 from .timeline import kl_per_dim, timeline_arrays
@@ -53,12 +53,15 @@ def latents_arrays(points: EncodedPoints, xy: np.ndarray, label_names: list, lab
 def export_run(run_dir: str, n: int = 10_000, split: str = "both", umap_neighbors: int = 15,
                umap_min_dist: float = 0.1, seed: int = 0, thumb_size: int = 64, device: str = "cpu",
                batch_size: int = 256, progress: bool = False, decoder_only: bool = False,
-               timeline_only: bool = False) -> dict:
+               timeline_only: bool = False, decoder_weights: str = DEFAULT_WEIGHT_STORAGE) -> dict:
     """Write latents.npz, attributes.json, decoder.onnx and (with snapshots) timeline.npz into run_dir; returns
     a summary (counts, seconds per stage). decoder_only: write decoder.onnx alone (no encoding, no map), for
-    runs already exported; timeline_only: write timeline.npz alone."""
+    runs already exported; timeline_only: write timeline.npz alone. decoder_weights: how decoder.onnx stores
+    its layer weights (training.onnx_decoder.WEIGHT_STORAGES)."""
+    if decoder_weights not in WEIGHT_STORAGES:
+        raise UserError(f"--decoder-weights must be {' or '.join(WEIGHT_STORAGES)}, not {decoder_weights!r}")
     if decoder_only:
-        return export_decoder_file(run_dir)
+        return export_decoder_file(run_dir, decoder_weights)
     if timeline_only:
         return export_timeline_file(run_dir, n, split, seed, thumb_size, device, batch_size)
     if not 1 <= n <= MAX_LATENT_POINTS:
@@ -76,7 +79,7 @@ def export_run(run_dir: str, n: int = 10_000, split: str = "both", umap_neighbor
 
     # Before the long encode and UMAP fit, so that a model that cannot be exported fails at once.
     t = time.perf_counter()
-    decoder = export_decoder(run.model)
+    decoder = export_decoder(run.model, decoder_weights)
     timings["decoder"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -149,11 +152,11 @@ def export_timeline_file(run_dir: str, n: int, split: str, seed: int, thumb_size
             "seconds": {"total": round(time.perf_counter() - started, 2)}}
 
 
-def export_decoder_file(run_dir: str) -> dict:
+def export_decoder_file(run_dir: str, decoder_weights: str = DEFAULT_WEIGHT_STORAGE) -> dict:
     """Write decoder.onnx alone; returns {"decoder_bytes", "latent_size", "seconds"}."""
     started = time.perf_counter()
     run = load_run(run_dir, device="cpu")
-    decoder = export_decoder(run.model)
+    decoder = export_decoder(run.model, decoder_weights)
     save_decoder(run_dir, decoder)
     return {"decoder_bytes": len(decoder), "latent_size": latent_size(run.model),
             "seconds": {"total": round(time.perf_counter() - started, 2)}}

@@ -1,6 +1,6 @@
 """`python -m training export RUN`: write latents.npz (latents + 2-D UMAP map), attributes.json, decoder.onnx and,
 for a run with weight snapshots, timeline.npz (`--decoder-only`: decoder.onnx alone; `--timeline-only`:
-timeline.npz alone)."""
+timeline.npz alone; `--decoder-weights float16`: the decoder's layer weights stored at half size)."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +9,7 @@ import os
 from ..device import DEVICE_HELP, resolve_device
 from ..encoding import SPLITS
 from ..export import export_run
+from ..onnx_decoder import DEFAULT_WEIGHT_STORAGE, WEIGHT_STORAGES
 from ..runfolder import ATTRIBUTES_FILE, DECODER_FILE, LATENTS_FILE, TIMELINE_FILE
 
 
@@ -26,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help=DEVICE_HELP)
     parser.add_argument("--decoder-only", action="store_true",
                         help=f"write only {DECODER_FILE} (no encoding, no map): for runs whose latents are exported")
+    # Checked by export_run rather than by argparse `choices`, so that a bad value is one error line.
+    parser.add_argument("--decoder-weights", default=DEFAULT_WEIGHT_STORAGE,
+                        metavar="{" + ",".join(WEIGHT_STORAGES) + "}",
+                        help=f"how {DECODER_FILE} stores its layer weights (also with --decoder-only): float32, or "
+                             f"float16 for half the bytes, computed in float32 (docs/run-format.md)")
     parser.add_argument("--timeline-only", action="store_true",
                         help=f"write only {TIMELINE_FILE} from the run's weight snapshots (no map): over the points "
                              f"of {LATENTS_FILE} when the run has one")
@@ -33,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.decoder_only:
-        summary = export_run(args.run, decoder_only=True)
-        print(f"exported the decoder ({summary['decoder_bytes'] / 1e6:.2f} MB, latent size {summary['latent_size']}) "
+        summary = export_run(args.run, decoder_only=True, decoder_weights=args.decoder_weights)
+        print(f"exported the decoder ({summary['decoder_bytes'] / 1e6:.2f} MB, {args.decoder_weights} weights, "
+              f"latent size {summary['latent_size']}) "
               f"in {summary['seconds']['total']:.1f} s -> {os.path.join(args.run, DECODER_FILE)}")
         return 0
     if args.timeline_only:
@@ -45,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     summary = export_run(args.run, n=args.n, split=args.split, umap_neighbors=args.umap_neighbors,
                          umap_min_dist=args.umap_min_dist, seed=args.seed, thumb_size=args.thumb_size,
-                         device=str(resolve_device(args.device)), batch_size=args.batch_size, progress=True)
+                         device=str(resolve_device(args.device)), batch_size=args.batch_size, progress=True,
+                         decoder_weights=args.decoder_weights)
     seconds = summary["seconds"]
     print(f"exported {summary['n']} points ({summary['n_test']} test, {summary['n_train']} train; latent size "
           f"{summary['latent_size']}) and {len(summary['attributes'])} attribute vectors in {seconds['total']:.1f} s "
