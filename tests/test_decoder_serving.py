@@ -12,6 +12,8 @@ import pytest
 from helpers_app import free_port, tiny_runs_root
 
 from explorer import ui_decode
+from training.export import export_decoder_file
+from training.onnx_decoder import decoder_weight_storage
 from training.runfolder import DECODER_FILE
 
 
@@ -40,6 +42,8 @@ def test_a_run_found_by_a_rescan_gets_its_decoder_served(served):
     demo, root, url = served
     later = os.path.join(root, "later")
     shutil.copytree(os.path.join(root, "first"), later)
+    # This run's decoder stores float16 weights, as the bundled runs' do: the app serves it like any other.
+    export_decoder_file(later, decoder_weights="float16")
     path = os.path.join(later, DECODER_FILE)
     assert get(url + ui_decode.file_url(os.path.abspath(path)))[0] != 200   # not served before the rescan
 
@@ -50,6 +54,7 @@ def test_a_run_found_by_a_rescan_gets_its_decoder_served(served):
     assert status == 200
     with open(path, "rb") as f:
         assert body == f.read()
+    assert decoder_weight_storage(body) == "float16"
     # Only the decoder: the rest of the run folder stays private.
     for name in os.listdir(later):
         if name != DECODER_FILE and os.path.isfile(os.path.join(later, name)):

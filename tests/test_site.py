@@ -25,6 +25,7 @@ import torch
 from explorer.site import MAX_FILE_BYTES, build_site, points_kept, site_files, site_samples
 from helpers_app import torch_threads
 from training.errors import UserError
+from training.onnx_decoder import decoder_weight_storage
 from training.models.base import Encoding
 from training.runfolder import load_latents, load_run
 
@@ -35,6 +36,8 @@ N_POINTS = 300
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
+# The canvas holds 8-bit pixels (half a level of rounding), decoded from the run's decoder.onnx, whose layer
+# weights are stored as float16 (within 2.3e-3 of torch on these two runs: docs/run-format.md).
 TOLERANCE = 2 / 255 + 1e-6
 
 
@@ -58,6 +61,9 @@ def test_layout_and_sizes(site):
     for run in ("dsprites-vae", "mnist-vqvae"):
         for name in ("index.json", "mu.bin", "xy.bin", "labels.bin", "thumbs.png", "decoder.onnx"):
             assert f"runs/{run}/{name}" in files
+        # The page below decodes with the bundled float16-weight decoder: onnxruntime-web must take that file too.
+        with open(os.path.join(out, "runs", run, "decoder.onnx"), "rb") as f:
+            assert decoder_weight_storage(f.read()) == "float16"
     assert max(files.values()) < MAX_FILE_BYTES
     assert [r.n_points for r in runs] == [N_POINTS, N_POINTS]
     readme = open(os.path.join(out, "README.md"), encoding="utf-8").read()
