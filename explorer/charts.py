@@ -68,9 +68,10 @@ def kl_bar_figure(kl_per_dim, width: int = 560, height: int = 260) -> Image.Imag
 
 def codebook_use_figure(counts, perplexity: float, codes_used: float, width: int = 560,
                         height: int = 260) -> Image.Image:
-    """Bar chart of a VQ-VAE's codebook use: the share of code-grid positions each code takes, codes sorted
-    from most to least used (unused codes leave an empty slot), with the perplexity and the number of codes
-    used in the title. Drawn like kl_bar_figure (black on white, TEXT_PX text, inverted by the dark theme)."""
+    """Bar chart of a VQ-VAE's codebook use: the share (%) of code-grid positions each code takes, codes
+    sorted from most to least used (unused codes leave an empty slot), with the perplexity and the number of
+    codes used in the title. Drawn like kl_bar_figure (black on white, TEXT_PX text, inverted by the dark
+    theme)."""
     c = np.asarray(counts, dtype=np.float64).reshape(-1)
     if c.size == 0 or not np.all(np.isfinite(c)) or np.any(c < 0):
         raise UserError("code counts must be a non-empty list of numbers >= 0")
@@ -78,14 +79,15 @@ def codebook_use_figure(counts, perplexity: float, codes_used: float, width: int
     im = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(im)
     font = text_font(TEXT_PX)
-    left, right, top, bottom = KL_PLOT_LEFT, KL_PLOT_RIGHT, TEXT_PX + 14, TEXT_PX + 10
+    # Room for the page's label above the value axis (it covers the chart's top-left corner).
+    left, right, top, bottom = KL_PLOT_LEFT, KL_PLOT_RIGHT, 2 * TEXT_PX + 18, TEXT_PX + 10
     plot_w, plot_h = width - left - right, height - top - bottom
     top_value = max(float(share.max()), 1e-6)
     used = int(round(codes_used * c.size))
-    draw.text((4, 2), f"Codebook use (% of positions): perplexity {perplexity:.1f}, {used} of {c.size} codes used",
-              fill="black", font=font)
+    title = f"perplexity {perplexity:.1f}, {used} of {c.size} codes used"
+    draw.text((width - right - draw.textlength(title, font=font), 2), title, fill="black", font=font)
     draw.line([(left, top), (left, top + plot_h), (left + plot_w, top + plot_h)], fill="black")
-    draw.text((4, top - TEXT_PX // 2), f"{top_value:.3g}", fill="black", font=font)
+    draw.text((4, top - TEXT_PX // 2), f"{top_value:.3g}%", fill="black", font=font)
     draw.text((4, top + plot_h - TEXT_PX), "0", fill="black", font=font)
     slot = plot_w / c.size
     for rank, v in enumerate(share):

@@ -28,7 +28,7 @@ from .events import DECODE, LIVE, Page, image_out, pixel_image, private
 
 NO_TIMELINE = ("This run has no training timeline: train it with weight snapshots "
                "(`python -m training train ... --snapshots 10`), then run `python -m training export RUN`.")
-KL_LABEL, CODEBOOK_LABEL = "KL per dimension", "Codebook use (codes sorted by use)"
+KL_LABEL, CODEBOOK_LABEL = "KL per dimension", "Codebook use"
 # The slider's range before a run sets it: the server checks an API caller's value against it, so it spans
 # every step a run can have.
 MAX_STEP = 10 ** 9
