@@ -16,6 +16,7 @@
 #   DEVICE    device for evaluate / export / train-prior   (default cpu: the numbers in assets/README.md)
 #   EXTRA_STEPS  train this many steps more than the preset (0 = exactly the bundled recipe)
 #   TRAIN_ONLY   1 = only the training stage (lets another process evaluate/export finished runs meanwhile)
+#   THREADS   torch threads of every step                  (default 1: as the bundled runs were trained)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,9 @@ DEVICE=${DEVICE:-cpu}
 EXTRA_STEPS=${EXTRA_STEPS:-0}
 TRAIN_ONLY=${TRAIN_ONLY:-0}
 PY="nice -n $NICE python -m training"
+# A CPU training's float sums depend on how many threads share them: with the thread count a run was
+# trained with (its card in assets/README.md says which), a rebuild reproduces its weights bit for bit.
+export OMP_NUM_THREADS=${THREADS:-1}
 
 # name | preset | evaluate flags | export flags | train-prior flags ("-" = not a VQ-VAE)
 # Evaluation settings are the ones the model card reports: 1,000 held-out test images; on dsprites and

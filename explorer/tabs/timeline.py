@@ -138,9 +138,9 @@ class TimelineTab:
         if slider:
             low, high = int(steps[0]), int(steps[-1])
             value = gr.update(minimum=low, maximum=max(high, low + 1), value=value, visible=True)
-            # A run switch sets what the run's kind shows; the steps within a run keep it.
+            # A run switch sets what the run's timeline shows; the steps within a run keep it.
             codebook = is_codebook_timeline(arrays)
-            samples = gr.update(value=samples, visible=not codebook)
+            samples = gr.update(value=samples, visible=samples is not None)
             chart = gr.update(value=chart, label=CODEBOOK_LABEL if codebook else KL_LABEL)
         return value, caption, pairs, samples, chart
 
