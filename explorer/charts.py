@@ -1,4 +1,5 @@
-"""Small charts drawn with Pillow: KL per latent dimension, a posterior against the prior.
+"""Small charts drawn with Pillow: KL per latent dimension, a VQ-VAE's codebook use, a posterior against the
+prior.
 
 Black on white with TEXT_PX text (at least 14 px on a projector); the page inverts them in its dark theme
 (static/app.css), so one picture serves both themes.
@@ -62,6 +63,45 @@ def kl_bar_figure(kl_per_dim, width: int = 560, height: int = 260) -> Image.Imag
         every = max(1, math.ceil((tw + 6) / slot))  # as many labels as fit side by side
         if d % every == 0:
             draw.text((left + (d + 0.5) * slot - tw / 2, top + plot_h + 3), label, fill="black", font=font)
+    return im
+
+
+def codebook_use_figure(counts, perplexity: float, codes_used: float, width: int = 560,
+                        height: int = 260) -> Image.Image:
+    """Bar chart of a VQ-VAE's codebook use: the share (%) of code-grid positions each code takes, codes
+    sorted from most to least used (unused codes leave an empty slot), with the perplexity and the number of
+    codes used in the title. Drawn like kl_bar_figure (black on white, TEXT_PX text, inverted by the dark
+    theme)."""
+    c = np.asarray(counts, dtype=np.float64).reshape(-1)
+    if c.size == 0 or not np.all(np.isfinite(c)) or np.any(c < 0):
+        raise UserError("code counts must be a non-empty list of numbers >= 0")
+    share = np.sort(c)[::-1] / max(float(c.sum()), 1.0) * 100.0
+    im = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(im)
+    font = text_font(TEXT_PX)
+    # Room for the page's label above the value axis (it covers the chart's top-left corner).
+    left, right, top, bottom = KL_PLOT_LEFT, KL_PLOT_RIGHT, 2 * TEXT_PX + 18, TEXT_PX + 10
+    plot_w, plot_h = width - left - right, height - top - bottom
+    top_value = max(float(share.max()), 1e-6)
+    used = int(round(codes_used * c.size))
+    title = f"perplexity {perplexity:.1f}, {used} of {c.size} codes used"
+    draw.text((width - right - draw.textlength(title, font=font), 2), title, fill="black", font=font)
+    draw.line([(left, top), (left, top + plot_h), (left + plot_w, top + plot_h)], fill="black")
+    draw.text((4, top - TEXT_PX // 2), f"{top_value:.3g}%", fill="black", font=font)
+    draw.text((4, top + plot_h - TEXT_PX), "0", fill="black", font=font)
+    slot = plot_w / c.size
+    for rank, v in enumerate(share):
+        if v <= 0:
+            continue
+        x0 = left + rank * slot + slot * 0.15
+        x1 = max(left + (rank + 1) * slot - slot * 0.15, x0 + 1)
+        draw.rectangle([x0, top + plot_h - v / top_value * plot_h, x1, top + plot_h], fill=PALETTE[0])
+    axis_y = top + plot_h + 3
+    draw.text((left, axis_y), "1", fill="black", font=font)
+    last = str(c.size)
+    draw.text((left + plot_w - draw.textlength(last, font=font), axis_y), last, fill="black", font=font)
+    caption = "codes, most used first"
+    draw.text((left + (plot_w - draw.textlength(caption, font=font)) / 2, axis_y), caption, fill="black", font=font)
     return im
 
 

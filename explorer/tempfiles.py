@@ -68,12 +68,18 @@ class ImageFiles:
         return path
 
     def replace_images(self, result):
-        """A handler's result with every PIL image (alone or in a tuple) replaced by a file path."""
-        if isinstance(result, Image.Image):
-            return self.write(result)
+        """A handler's result with every PIL image (alone, in a tuple, or as the value of a gr.update)
+        replaced by a file path."""
         if isinstance(result, tuple):
-            return tuple(self.write(r) if isinstance(r, Image.Image) else r for r in result)
-        return result
+            return tuple(self._replace_one(r) for r in result)
+        return self._replace_one(result)
+
+    def _replace_one(self, value):
+        if isinstance(value, Image.Image):
+            return self.write(value)
+        if isinstance(value, dict) and isinstance(value.get("value"), Image.Image):
+            return {**value, "value": self.write(value["value"])}
+        return value
 
 
 class Downloads:

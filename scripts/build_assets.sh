@@ -18,6 +18,7 @@
 #   DECODER_WEIGHTS  how decoder.onnx stores its layer weights (default float16: half the bytes a page
 #                downloads to decode in the browser, computed in float32; docs/run-format.md)
 #   TRAIN_ONLY   1 = only the training stage (lets another process evaluate/export finished runs meanwhile)
+#   THREADS   torch threads of every step                  (default 1: as the bundled runs were trained)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,9 @@ EXTRA_STEPS=${EXTRA_STEPS:-0}
 TRAIN_ONLY=${TRAIN_ONLY:-0}
 DECODER_WEIGHTS=${DECODER_WEIGHTS:-float16}
 PY="nice -n $NICE python -m training"
+# A CPU training's float sums depend on how many threads share them: with the thread count a run was
+# trained with (its card in assets/README.md says which), a rebuild reproduces its weights bit for bit.
+export OMP_NUM_THREADS=${THREADS:-1}
 
 # name | preset | evaluate flags | export flags | train-prior flags ("-" = not a VQ-VAE)
 # Evaluation settings are the ones the model card reports: 1,000 held-out test images; on dsprites and

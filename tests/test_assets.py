@@ -19,7 +19,7 @@ ASSETS = os.path.join(ROOT, "assets")
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 from assets_report import card_value, parse_card  # noqa: E402
-from training.runfolder import Metrics  # noqa: E402
+from training.runfolder import Metrics, load_timeline  # noqa: E402
 
 MB = 1024 * 1024
 MAX_FILE_BYTES = 10 * MB   # Spaces refuse larger files without LFS
@@ -28,6 +28,8 @@ MAX_TOTAL_BYTES = 60 * MB
 REQUIRED = ("config.json", "model.safetensors", "metrics.json", "latents.npz", "decoder.onnx", "DONE")
 # The runs the explorer is meant to open with; a missing one must be a visible failure, not a silently smaller set.
 EXPECTED_RUNS = ("mnist-vae", "mnist-ae", "dsprites-btcvae", "smileys-btcvae", "dsprites-vae", "mnist-vqvae")
+# The runs whose training timeline the Training tab (and the lesson's steps on it) shows.
+EXPECTED_TIMELINES = ("mnist-vae", "mnist-ae", "mnist-vqvae")
 
 
 def bundled_runs() -> list[str]:
@@ -179,3 +181,21 @@ def test_python_app_py_serves_the_bundled_runs_offline_without_a_writable_home(t
         stop_app(app)
         log.close()
     assert os.listdir(cwd) == [], "app.py wrote into its working directory"
+
+
+@pytest.mark.parametrize("name", EXPECTED_TIMELINES)
+def test_a_shipped_timeline_ends_at_the_shipped_weights(name, registry):
+    run = registry.get(name)
+    timeline = load_timeline(run.path)
+    metrics = read_json(os.path.join(ASSETS, name, "metrics.json"))
+    assert int(timeline["steps"][-1]) == metrics["step"], f"{name}: the timeline ends at another step"
+    # Its last reconstructions are the shipped model's, up to the float16 rounding of the snapshot.
+    inputs = torch.tensor(timeline["inputs"], dtype=torch.float32) / 255
+    with torch.no_grad():
+        shipped = (run.model.reconstruct(inputs) * 255).round().clamp(0, 255).numpy()
+    assert np.abs(shipped - timeline["reconstructions"][-1]).max() <= 2, f"{name}: timeline not from these weights"
+    if "code_counts" in timeline:
+        # Measured over the exported test images with the float16 snapshot: metrics.json's codebook use
+        # over the held-out images, nearly.
+        assert timeline["perplexity"][-1] == pytest.approx(metrics["vq"]["perplexity"], rel=0.02)
+        assert timeline["codes_used"][-1] == pytest.approx(metrics["vq"]["codes_used"], abs=1 / 64)

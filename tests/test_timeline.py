@@ -3,8 +3,11 @@
 The schedule (log-spaced, the last step always in it, a function of the config alone); snapshots in float16
 with their step in the metadata, loadable as float32 models; a run killed between two snapshots and resumed
 ends with the same snapshot files, byte for byte, as one never interrupted; `--overwrite` removes them;
-export writes timeline.npz with the documented arrays (and `--timeline-only` the same file alone); the
-`timeline` endpoint gives pictures for a run with a timeline and a one-line note for a run without one.
+export writes timeline.npz with the documented arrays (and `--timeline-only` the same file alone); a
+VQ-VAE's timeline records its codebook use per snapshot (as metrics.json's `vq` section defines it) in place
+of the KL per dimension, and a malformed one is refused with one line; the `timeline` endpoint gives
+pictures for a run with a timeline (a VQ-VAE: its codebook-use chart and no prior draws) and a one-line note
+for a run without one.
 """
 from __future__ import annotations
 
@@ -23,16 +26,21 @@ from safetensors.torch import load_file
 import training.export
 import training.trainer
 from explorer.points import Points
+from explorer.charts import PALETTE, codebook_use_figure
 from explorer.runs import RunRegistry
-from explorer.tabs.timeline import NO_TIMELINE, TimelineTab
+from explorer.tabs.timeline import CODEBOOK_LABEL, KL_LABEL, NO_TIMELINE, TimelineTab
 from explorer.ui import build_app, launch_options
 from helpers_app import free_port, torch_threads
 from helpers_trainer import tiny_config
+from training import cli
+from training.encoding import open_dataset
 from training.errors import UserError
 from training.export import export_run
 from training.latent_map import pca_2d
-from training.runfolder import (SNAPSHOTS_DIR, TIMELINE_FILE, list_snapshots, load_latents, load_snapshot,
-                                load_timeline, read_weights_metadata, snapshot_path)
+from training.likelihood import codebook_usage
+from training.runfolder import (SNAPSHOTS_DIR, TIMELINE_FILE, list_snapshots, load_latents, load_run,
+                                load_snapshot, load_timeline, read_weights_metadata, save_timeline,
+                                snapshot_path)
 from training.trainer import snapshot_steps, train
 
 N_STEPS = 60
@@ -62,6 +70,24 @@ def exported(tmp_path_factory):
         with torch_threads(1):
             run = train(snapshot_config(), out, progress=False)
             export_run(out, n=200)
+    finally:
+        training.export.fit_map = fit_map
+    return SimpleNamespace(path=out, run=run)
+
+
+VQ_STEPS, VQ_SNAPSHOTS = 30, 4
+
+
+@pytest.fixture(scope="module")
+def vq_exported(tmp_path_factory):
+    """A tiny VQ-VAE trained with snapshots and exported (its map by PCA, as `exported`)."""
+    out = str(tmp_path_factory.mktemp("timeline-vq") / "vq")
+    fit_map = training.export.fit_map
+    training.export.fit_map = lambda mu, *args, **kwargs: pca_2d(mu)
+    try:
+        with torch_threads(1):
+            run = train(snapshot_config("vqvae", steps=VQ_STEPS, snapshots=VQ_SNAPSHOTS), out, progress=False)
+            export_run(out, n=60)
     finally:
         training.export.fit_map = fit_map
     return SimpleNamespace(path=out, run=run)
@@ -180,12 +206,97 @@ def test_timeline_only_rewrites_the_same_file_from_the_exported_points(exported,
         np.testing.assert_array_equal(before[key], after[key], err_msg=key)
 
 
-def test_vq_timeline_has_no_samples_and_zero_kl(tmp_path):
-    out = str(tmp_path / "vq")
-    train(snapshot_config("vqvae", steps=20, snapshots=3), out, progress=False)
-    export_run(out, n=50, timeline_only=True)
-    a = load_timeline(out)
-    assert "samples" not in a and len(a["steps"]) == 3 and not np.any(a["kl_per_dim"])
+def test_vq_export_records_the_codebook_use_of_each_snapshot(vq_exported):
+    a = load_timeline(vq_exported.path)
+    steps = snapshot_steps(VQ_STEPS, VQ_SNAPSHOTS)
+    num_codes = int(vq_exported.run.model.config.num_codes)
+    assert set(a) == {"steps", "code_counts", "perplexity", "codes_used", "code_points", "index", "inputs",
+                      "reconstructions"}
+    assert a["steps"].tolist() == steps
+    assert a["code_counts"].shape == (len(steps), num_codes) and a["code_counts"].dtype == np.int64
+    assert a["perplexity"].shape == a["codes_used"].shape == (len(steps),)
+    assert a["reconstructions"].shape == (len(steps), 8, 1, 28, 28)
+    assert not np.array_equal(a["reconstructions"][0], a["reconstructions"][-1])
+
+    latents = load_latents(vq_exported.path)
+    measured = latents["index"][latents["split"] == 1]
+    assert a["code_points"].tolist() == [len(measured)]
+    dataset = open_dataset(load_run(vq_exported.path))
+    images = dataset.get(measured)[0].float().div(255.0)
+    for k in (0, len(steps) - 1):
+        # The codes of each snapshot, counted here from the encoder itself, scored as evaluate scores them.
+        with torch.no_grad():
+            codes = load_snapshot(vq_exported.path, steps[k]).encode(images).codes.numpy()
+        np.testing.assert_array_equal(a["code_counts"][k], np.bincount(codes.reshape(-1), minlength=num_codes))
+        usage = codebook_usage(codes, num_codes)
+        assert a["perplexity"][k] == pytest.approx(usage["perplexity"], rel=1e-6)
+        assert a["codes_used"][k] == pytest.approx(usage["codes_used"], rel=1e-6)
+    assert a["code_counts"].sum(1).tolist() == [codes.size] * len(steps)
+
+
+def test_vq_timeline_only_through_the_cli_rewrites_the_same_arrays(vq_exported, tmp_path, capsys):
+    copy = str(tmp_path / "copy")
+    shutil.copytree(vq_exported.path, copy)
+    os.remove(os.path.join(copy, TIMELINE_FILE))
+    assert cli.main(["export", copy, "--timeline-only"]) == 0
+    assert "codebook use over" in capsys.readouterr().out
+    before, after = load_timeline(vq_exported.path), load_timeline(copy)
+    assert set(before) == set(after)
+    for key in before:
+        np.testing.assert_array_equal(before[key], after[key], err_msg=key)
+
+
+def _bad_kl_and_codes(a):
+    a["kl_per_dim"] = np.zeros((len(a["steps"]), 4), np.float32)
+
+
+def _bad_perplexity_above_codebook(a):
+    a["perplexity"] = a["perplexity"] + a["code_counts"].shape[1]
+
+
+MALFORMED_VQ = {
+    "both kinds": (_bad_kl_and_codes, "one of the two"),
+    "neither kind": (lambda a: a.pop("code_counts"), "one of the two"),
+    "negative counts": (lambda a: a.__setitem__("code_counts", -a["code_counts"] - 1), "code_counts"),
+    "fractional counts": (lambda a: a.__setitem__("code_counts", a["code_counts"] + 0.5), "code_counts"),
+    "a row short": (lambda a: a.__setitem__("code_counts", a["code_counts"][1:]), "code_counts"),
+    "no perplexity": (lambda a: a.pop("perplexity"), "perplexity"),
+    "perplexity over K": (_bad_perplexity_above_codebook, "perplexity"),
+    "nan perplexity": (lambda a: a["perplexity"].__setitem__(0, np.nan), "perplexity"),
+    "codes used over 1": (lambda a: a.__setitem__("codes_used", a["codes_used"] + 1.5), "codes_used"),
+    "prior draws": (lambda a: a.__setitem__("samples", a["reconstructions"]), "samples"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_VQ))
+def test_a_malformed_vq_timeline_is_refused_with_one_line(vq_exported, tmp_path, case):
+    spoil, reason = MALFORMED_VQ[case]
+    arrays = {k: np.array(v) for k, v in load_timeline(vq_exported.path).items()}
+    spoil(arrays)
+    run = str(tmp_path / "run")
+    shutil.copytree(vq_exported.path, run)
+    save_timeline(run, arrays)
+    with pytest.raises(UserError, match=reason) as refused:
+        load_timeline(run)
+    assert "\n" not in str(refused.value) and str(refused.value).startswith(TIMELINE_FILE)
+    # The Training tab says it in its note, with no pictures, instead of failing.
+    tab = TimelineTab(SimpleNamespace(points=Points(RunRegistry([str(tmp_path)]))))
+    _, note, *pictures = tab.show_run("run")
+    assert reason in note and "\n" not in note and pictures == [None] * 3
+
+
+def test_codebook_use_chart_draws_one_bar_per_used_code_most_used_first():
+    counts = np.array([0, 5, 40, 0, 1, 12, 0, 3])
+    im = codebook_use_figure(counts, perplexity=3.2, codes_used=5 / 8)
+    blue = tuple(int(PALETTE[0][i:i + 2], 16) for i in (1, 3, 5))
+    pixels = np.asarray(im)
+    bar_columns = np.all(pixels == blue, axis=2).any(axis=0)
+    runs = np.flatnonzero(np.diff(bar_columns.astype(np.int8)) == 1)
+    assert len(runs) == 5  # five used codes, five bars
+    heights = [int(np.all(pixels[:, x + 2] == blue, axis=1).sum()) for x in runs]
+    assert heights == sorted(heights, reverse=True) and heights[0] > 4 * heights[-1]
+    with pytest.raises(UserError):
+        codebook_use_figure([3, -1], 1.0, 0.5)
 
 
 def test_timeline_only_without_snapshots_is_a_one_line_error(tmp_path):
@@ -197,10 +308,11 @@ def test_timeline_only_without_snapshots_is_a_one_line_error(tmp_path):
 
 # ---- the explorer's Training tab ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def runs_root(exported, tmp_path_factory):
+def runs_root(exported, vq_exported, tmp_path_factory):
     root = tmp_path_factory.mktemp("timeline-runs")
     shutil.copytree(exported.path, root / "with-timeline")
     shutil.copytree(exported.path, root / "without-timeline", ignore=shutil.ignore_patterns(TIMELINE_FILE))
+    shutil.copytree(vq_exported.path, root / "vq-timeline")
     return str(root)
 
 
@@ -218,6 +330,29 @@ def test_timeline_handler_snaps_to_snapshots_and_explains_a_missing_timeline(run
     assert note == NO_TIMELINE and "\n" not in note and "--snapshots" in note and pictures == [None] * 3
 
 
+def test_training_tab_shows_a_vq_runs_codebook_use_and_no_prior_draws(runs_root, vq_exported):
+    tab = TimelineTab(SimpleNamespace(points=Points(RunRegistry([runs_root]))))
+    steps = snapshot_steps(VQ_STEPS, VQ_SNAPSHOTS)
+    a = load_timeline(vq_exported.path)
+    charts = []
+    for k in (0, len(steps) - 1):
+        step, caption, pairs, samples, chart = tab.timeline("vq-timeline", steps[k])
+        assert step == steps[k] and samples is None and "\n" not in caption
+        assert f"perplexity {a['perplexity'][k]:.1f}" in caption and "no N(0, I) prior" in caption
+        with Image.open(pairs) as im:
+            assert im.size[0] > 2 * im.size[1]
+        with Image.open(chart) as im:
+            charts.append(np.asarray(im.convert("RGB")))
+    assert not np.array_equal(*charts)  # the codebook use is drawn from its own step
+
+    # A run switch hides the prior draws and names the chart; back on a Gaussian run both return.
+    _, _, _, samples, chart = tab.show_run("vq-timeline")
+    assert samples["visible"] is False and samples["value"] is None
+    assert chart["label"] == CODEBOOK_LABEL and os.path.isfile(chart["value"])
+    _, _, _, samples, chart = tab.show_run("with-timeline")
+    assert samples["visible"] is True and os.path.isfile(samples["value"]) and chart["label"] == KL_LABEL
+
+
 def test_timeline_endpoint_through_the_api(runs_root):
     demo = build_app([runs_root])
     port = free_port()
@@ -231,6 +366,9 @@ def test_timeline_endpoint_through_the_api(runs_root):
             for path in (pairs, samples, chart):
                 with Image.open(path) as im:
                     assert im.size[0] > 0
+            step, caption, pairs, samples, chart = client.predict("vq-timeline", 0, api_name="/timeline")
+            assert step == snapshot_steps(VQ_STEPS, VQ_SNAPSHOTS)[0] and "perplexity" in caption
+            assert samples is None and os.path.isfile(pairs) and os.path.isfile(chart)
             _, note, *pictures = client.predict("without-timeline", 0, api_name="/timeline")
             assert "--snapshots 10" in note and pictures == [None] * 3
         finally:

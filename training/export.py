@@ -121,8 +121,8 @@ def export_run(run_dir: str, n: int = 10_000, split: str = "both", umap_neighbor
 
 
 def timeline_points(index: np.ndarray, split: np.ndarray) -> np.ndarray:
-    """The exported points the timeline's KL is averaged over: those of the test split (all of them when
-    none is from the test split)."""
+    """The exported points the timeline's KL (a VQ-VAE: its codebook use) is measured over: those of the
+    test split (all of them when none is from the test split)."""
     is_test = split == SPLIT_CODE["test"]
     return index[is_test] if is_test.any() else index
 
@@ -148,7 +148,9 @@ def export_timeline_file(run_dir: str, n: int, split: str, seed: int, thumb_size
     timeline = timeline_arrays(run, dataset, timeline_points(index, split_codes), seed, thumb_size, device,
                                batch_size)
     save_timeline(run_dir, timeline)
-    return {"snapshots": int(len(timeline["steps"])), "kl_points": int(timeline["kl_points"][0]),
+    measured = "codebook use" if "code_counts" in timeline else "KL"
+    points = timeline["code_points" if "code_counts" in timeline else "kl_points"]
+    return {"snapshots": int(len(timeline["steps"])), "measured": measured, "points": int(points[0]),
             "seconds": {"total": round(time.perf_counter() - started, 2)}}
 
 

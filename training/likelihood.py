@@ -156,11 +156,22 @@ def psnr_from_mse(mse: float, data_range: float = 1.0) -> float:
     return 10.0 * math.log10(data_range ** 2 / mse)
 
 
-def codebook_usage(codes: np.ndarray, num_codes: int) -> dict:
-    """Perplexity exp(H(p)) of the empirical code distribution and share of codes used at least once."""
-    counts = np.bincount(np.asarray(codes, dtype=np.int64).reshape(-1), minlength=num_codes)
+def code_counts(codes: np.ndarray, num_codes: int) -> np.ndarray:
+    """(num_codes,) int64: how many code-grid positions each code is assigned to."""
+    return np.bincount(np.asarray(codes, dtype=np.int64).reshape(-1), minlength=num_codes).astype(np.int64)
+
+
+def codebook_usage_of_counts(counts: np.ndarray) -> dict:
+    """Perplexity exp(H(p)) of the code distribution given by per-code counts and share of codes used at
+    least once (the `vq` section of metrics.json)."""
+    counts = np.asarray(counts, dtype=np.int64).reshape(-1)
     p = counts / max(1, counts.sum())
     nz = p[p > 0]
     return {"perplexity": float(np.exp(-(nz * np.log(nz)).sum())),
-            "codes_used": float((counts > 0).sum() / num_codes),
-            "num_codes": int(num_codes)}
+            "codes_used": float((counts > 0).sum() / counts.size),
+            "num_codes": int(counts.size)}
+
+
+def codebook_usage(codes: np.ndarray, num_codes: int) -> dict:
+    """Perplexity exp(H(p)) of the empirical code distribution and share of codes used at least once."""
+    return codebook_usage_of_counts(code_counts(codes, num_codes))

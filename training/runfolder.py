@@ -692,17 +692,20 @@ def load_timeline(run_dir: str) -> dict:
 
 
 def timeline_problem(a: dict) -> Optional[str]:
-    """What makes a timeline unusable, or None."""
-    for key in ("steps", "kl_per_dim", "inputs", "reconstructions"):
+    """What makes a timeline unusable, or None. Two kinds: a model with Gaussian latents records
+    kl_per_dim, a VQ-VAE code_counts with its perplexity and codes_used; a file holds exactly one."""
+    for key in ("steps", "inputs", "reconstructions"):
         if key not in a:
             return f"missing array {key!r}"
     steps = a["steps"]
     if steps.ndim != 1 or steps.size == 0 or steps.dtype.kind not in "iu" or np.any(np.diff(steps) <= 0):
         return "steps must be a non-empty increasing list of whole numbers"
     s = steps.size
-    kl = a["kl_per_dim"]
-    if kl.ndim != 2 or kl.shape[0] != s or kl.dtype.kind != "f" or not np.all(np.isfinite(kl)):
-        return f"kl_per_dim must be finite numbers of shape ({s}, D), got {kl.shape}"
+    if ("kl_per_dim" in a) == ("code_counts" in a):
+        return "it must hold either kl_per_dim (Gaussian latents) or code_counts (a VQ-VAE), one of the two"
+    problem = kl_timeline_problem(a, s) if "kl_per_dim" in a else codebook_timeline_problem(a, s)
+    if problem:
+        return problem
     inputs = a["inputs"]
     if inputs.ndim != 4 or inputs.dtype != np.uint8 or inputs.shape[0] == 0 or inputs.shape[1] not in (1, 3):
         return "inputs must be uint8 (K, C, h, w) with C 1 or 3"
@@ -714,6 +717,32 @@ def timeline_problem(a: dict) -> Optional[str]:
                 return f"{key} must be uint8 ({s}, n, {', '.join(map(str, inputs.shape[1:]))}), got {x.shape}"
     if a["reconstructions"].shape[1] != inputs.shape[0]:
         return f"reconstructions must hold one image per input ({inputs.shape[0]})"
+    return None
+
+
+def kl_timeline_problem(a: dict, s: int) -> Optional[str]:
+    kl = a["kl_per_dim"]
+    if kl.ndim != 2 or kl.shape[0] != s or kl.dtype.kind != "f" or not np.all(np.isfinite(kl)):
+        return f"kl_per_dim must be finite numbers of shape ({s}, D), got {kl.shape}"
+    return None
+
+
+def codebook_timeline_problem(a: dict, s: int) -> Optional[str]:
+    counts = a["code_counts"]
+    if counts.ndim != 2 or counts.shape[0] != s or counts.shape[1] == 0 or counts.dtype.kind not in "iu" \
+            or np.any(counts < 0):
+        return f"code_counts must be whole numbers >= 0 of shape ({s}, K), got {counts.shape} {counts.dtype}"
+    if "samples" in a:
+        return "a VQ-VAE timeline (code_counts) has no samples: the model has no N(0, I) prior"
+    num_codes = counts.shape[1]
+    # perplexity lies in [1, K] and codes_used in [0, 1]; the slack absorbs their float32 rounding.
+    for key, low, high in (("perplexity", 1.0, num_codes), ("codes_used", 0.0, 1.0)):
+        if key not in a:
+            return f"missing array {key!r} (a VQ-VAE timeline records it next to code_counts)"
+        x = a[key]
+        if x.shape != (s,) or x.dtype.kind != "f" or not np.all(np.isfinite(x)) \
+                or np.any(x < low - 1e-3) or np.any(x > high + 1e-3):
+            return f"{key} must be ({s},) numbers in [{low:g}, {high:g}], got shape {x.shape}"
     return None
 
 

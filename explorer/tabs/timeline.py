@@ -3,8 +3,9 @@
 A training-step slider snaps to the steps of the run's weight snapshots; for the chosen step the tab shows
 the reconstructions of a fixed set of test images under their inputs, the decodings of fixed prior draws
 and the KL per latent dimension (each chart on its own scale: the first steps can have a KL many times the
-final one; the caption gives the total). Every frame is drawn from timeline.npz alone (no model is
-loaded), so the slider costs a few milliseconds of drawing.
+final one; the caption gives the total). A VQ-VAE has neither a N(0, I) prior nor a KL: its chart is the
+codebook use at that step, and the prior draws are hidden with a note. Every frame is drawn from
+timeline.npz alone (no model is loaded), so the slider costs a few milliseconds of drawing.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from .events import DECODE, LIVE, Page, image_out, pixel_image, private
 
 NO_TIMELINE = ("This run has no training timeline: train it with weight snapshots "
                "(`python -m training train ... --snapshots 10`), then run `python -m training export RUN`.")
+KL_LABEL, CODEBOOK_LABEL = "KL per dimension", "Codebook use"
 # The slider's range before a run sets it: the server checks an API caller's value against it, so it spans
 # every step a run can have.
 MAX_STEP = 10 ** 9
@@ -64,18 +66,31 @@ def _hwc(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(images).transpose(0, 2, 3, 1))
 
 
+def is_codebook_timeline(arrays: dict) -> bool:
+    """A VQ-VAE's timeline: codebook use instead of KL per dimension, no prior draws."""
+    return "code_counts" in arrays
+
+
 def frame(arrays: dict, k: int) -> tuple[str, Image.Image, Optional[Image.Image], Optional[Image.Image]]:
-    """(caption, inputs over reconstructions, prior samples or None, KL chart or None) of snapshot k."""
+    """(caption, inputs over reconstructions, prior samples or None, KL or codebook-use chart or None) of
+    snapshot k."""
     steps = arrays["steps"]
     inputs, recon = _hwc(arrays["inputs"]), _hwc(arrays["reconstructions"][k])
     pairs = figures.grid(np.concatenate([inputs, recon]), nrow=len(inputs))
     samples = figures.grid(_hwc(arrays["samples"][k]), nrow=arrays["samples"].shape[1]) \
         if "samples" in arrays else None
+    caption = (f"**Step {int(steps[k]):,}** (snapshot {k + 1} of {len(steps)}: "
+               f"{', '.join(f'{int(s):,}' for s in steps)}). Top row: test images; below: their reconstructions.")
+    if is_codebook_timeline(arrays):
+        perplexity, used = float(arrays["perplexity"][k]), float(arrays["codes_used"][k])
+        chart = charts.codebook_use_figure(arrays["code_counts"][k], perplexity, used)
+        num_codes = arrays["code_counts"].shape[1]
+        caption += f" Codebook use: perplexity {perplexity:.1f}, {round(used * num_codes)} of {num_codes} codes used."
+        caption += " No prior draws or KL: a VQ-VAE has no N(0, I) prior (its PixelCNN prior is trained afterwards)."
+        return caption, pairs, samples, chart
     kl = arrays["kl_per_dim"]
     chart = charts.kl_bar_figure(kl[k]) if np.any(kl[k] > 0) else None
     active = int((kl[k] > 0.01).sum())
-    caption = (f"**Step {int(steps[k]):,}** (snapshot {k + 1} of {len(steps)}: "
-               f"{', '.join(f'{int(s):,}' for s in steps)}). Top row: test images; below: their reconstructions.")
     if np.any(kl[k] > 0):
         caption += f" KL: {float(kl[k].sum()):.2f} nats, {active} of {kl.shape[1]} dimensions above 0.01."
     if samples is None:
@@ -97,7 +112,7 @@ class TimelineTab:
         self.pairs = pixel_image(label="Test images (top) and their reconstructions", elem_id="timeline-recon")
         self.samples = pixel_image(label="Decoded prior draws (the same draws at every step)",
                                    elem_id="timeline-samples")
-        self.kl = image_out(label="KL per dimension", elem_id="timeline-kl")
+        self.kl = image_out(label=KL_LABEL, elem_id="timeline-kl")
 
     def define_steps(self, page: Page) -> None:
         pass  # nothing chains after this tab's events
@@ -123,6 +138,10 @@ class TimelineTab:
         if slider:
             low, high = int(steps[0]), int(steps[-1])
             value = gr.update(minimum=low, maximum=max(high, low + 1), value=value, visible=True)
+            # A run switch sets what the run's timeline shows; the steps within a run keep it.
+            codebook = is_codebook_timeline(arrays)
+            samples = gr.update(value=samples, visible=samples is not None)
+            chart = gr.update(value=chart, label=CODEBOOK_LABEL if codebook else KL_LABEL)
         return value, caption, pairs, samples, chart
 
     @user_errors
@@ -137,8 +156,8 @@ class TimelineTab:
     @user_errors
     def timeline(self, name: str, step):
         """The snapshot nearest to a training step: (its step, caption, test images over their
-        reconstructions, decoded prior draws, KL per dimension chart). A run without timeline.npz: a note
-        saying how to make one, and no pictures."""
+        reconstructions, decoded prior draws, KL per dimension chart; a VQ-VAE: no prior draws and its
+        codebook-use chart). A run without timeline.npz: a note saying how to make one, and no pictures."""
         arrays = self._arrays(name)
         step = whole_number(step, "training step", 0, MAX_STEP)
         return self._show(arrays, None if arrays is None else snap(arrays["steps"], step))

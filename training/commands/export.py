@@ -47,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
     if args.timeline_only:
         summary = export_run(args.run, n=args.n, split=args.split, seed=args.seed, thumb_size=args.thumb_size,
                              device=str(resolve_device(args.device)), batch_size=args.batch_size, timeline_only=True)
-        print(f"exported the timeline of {summary['snapshots']} snapshots (KL over {summary['kl_points']} test points) "
-              f"in {summary['seconds']['total']:.1f} s -> {os.path.join(args.run, TIMELINE_FILE)}")
+        print(f"exported the timeline of {summary['snapshots']} snapshots ({summary['measured']} over "
+              f"{summary['points']} test points) in {summary['seconds']['total']:.1f} s -> "
+              f"{os.path.join(args.run, TIMELINE_FILE)}")
         return 0
     summary = export_run(args.run, n=args.n, split=args.split, umap_neighbors=args.umap_neighbors,
                          umap_min_dist=args.umap_min_dist, seed=args.seed, thumb_size=args.thumb_size,
