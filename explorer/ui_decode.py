@@ -104,6 +104,7 @@ class BrotliRuntime:
     file and `Content-Encoding: br`; the browser inflates it, and latent_decoder.js sees the raw binary (2.4 MB
     on the wire instead of 3.8 MB). Only a request whose path resolves to that one file is answered here, and
     only with the one fixed .br file; everything else, HEAD and Range requests included, goes on to Gradio.
+    It answers before Gradio's login check: the runtime is public third-party code, not the app's data.
     Gradio sends that file with an ETag and a Last-Modified and no Cache-Control; FileResponse gives the .br
     the same validators (of its own file)."""
 
