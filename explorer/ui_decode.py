@@ -115,7 +115,7 @@ class BrotliRuntime:
 
     async def __call__(self, scope, receive, send):
         if self.answers(scope):
-            # No ranges on this answer: a Range request goes to Gradio, which counts them in the .gz.
+            # No ranges on this answer: a Range request goes to Gradio, which cuts it from the .gz.
             response = FileResponse(WASM_BR, media_type="application/wasm", headers={
                 "Content-Encoding": "br", "Vary": "Accept-Encoding", "Accept-Ranges": "none"})
             await response(scope, receive, send)
