@@ -5,8 +5,10 @@
 
 Serves the app (explorer.ui.build_app, torch on one thread as app.py serves) on 127.0.0.1 and opens it in
 headless Chromium with every other host blocked. Measures:
-  * first load: bytes downloaded (sum of response bodies and headers as received) and the part due to browser
-    decoding (latent_decoder.js, the vendored onnxruntime-web, decoder.onnx); the time from navigation to the
+  * first load: bytes downloaded (sum of response bodies and headers as received: Playwright's body size is
+    Chromium's encoded length, so a compressed answer counts its compressed bytes) and the part due to browser
+    decoding (latent_decoder.js, the vendored onnxruntime-web, decoder.onnx; each file's bytes, with its
+    Content-Encoding if any, in `browser_decoding_files`); the time from navigation to the
     first frame the interpolation view draws itself (the moment its slider is live in the browser), for a
     visitor after the first one (`first_interactive_frame_s`, a fresh browser context: nothing cached) and
     for the very first (`..._cold_s`: the server also loads the run from disk), and when Gradio's page
@@ -111,15 +113,20 @@ def first_load(browser, url: str) -> tuple[dict, object]:
     first_frame_s = float(view_state(page)["first"]) / 1000.0
     # Let the first views (strip, grids, samples: the server's heavy work) finish, so that the drag below
     # measures decoding, not a machine busy with them.
-    wait_quiet(page)
+    wait_quiet(page, requests=page.requests)
     total = decoding = 0
+    files = {}
     for r in page.responses:
         sizes = r.sizes()
         n = sizes["responseBodySize"] + sizes["responseHeadersSize"]
         total += n
         if any(name in r.url for name in BROWSER_DECODING_FILES):
             decoding += n
+            name = urllib.parse.unquote(urllib.parse.urlsplit(r.url).path).rsplit("/", 1)[-1]
+            encoding = r.response().headers.get("content-encoding")
+            files[name + (f" ({encoding})" if encoding else "")] = round(n / 1e6, 3)
     return {"first_load_mb": round(total / 1e6, 2), "browser_decoding_first_load_mb": round(decoding / 1e6, 2),
+            "browser_decoding_files": files,
             "first_interactive_frame_s": round(first_frame_s, 2), "tabs_clickable_s": round(tabs_s, 2)}, page
 
 

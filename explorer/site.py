@@ -45,6 +45,8 @@ MAX_LIVE_DIMS = 8           # per-dimension sliders on the page
 MIN_THUMB = 8               # a sprite sheet never shrinks its thumbnails below this many pixels
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 PAGE_FILES = ("index.html", "site.js", "site.css")
+# Only the gzipped wasm, which the page inflates itself: a static host sends a .br file without
+# `Content-Encoding: br` (the Gradio app's ui_decode.BrotliRuntime does), and the page cannot inflate brotli.
 VENDOR = ("LICENSE", "README.md", "ThirdPartyNotices.txt", "ort-wasm-simd-threaded.wasm.gz", "ort.wasm.bundle.min.mjs")
 # A bare run name is looked up here (relative to the working folder), as app.py finds runs.
 RUN_ROOTS = ("assets", "runs")

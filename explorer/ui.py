@@ -1,5 +1,6 @@
 """The Gradio app: the page layout and the state its parts share. `build_app(roots)` returns the
-gr.Blocks; `launch_options()` the arguments its launch() needs (theme, CSS, upload limit).
+gr.Blocks; `launch_options()` the arguments its launch() needs (theme, CSS, upload limit, the middleware that
+sends the browser runtime's wasm brotli-compressed).
 
 Layout: the run picker and the latent map stay on the left (`tabs.map_panel`); tabs on the right show a
 lesson for a class (first), the clicked point, reconstruction, prior samples, interpolation, attribute
@@ -13,6 +14,7 @@ import os
 from typing import Optional, Sequence
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from . import limits, ui_decode, ui_map
 from .lesson_file import TABS, LessonStep, load_lesson
@@ -61,6 +63,8 @@ def launch_options(demo: Optional[gr.Blocks] = None) -> dict:
     from build_app, its <head> also starts the browser decoder as the page opens."""
     with open(os.path.join(ui_map.STATIC_DIR, "app.css"), encoding="utf-8") as f:
         css = f.read()
+    limit_options = limits.launch_options()   # sessions, request bodies and uploads a visitor may hold
+    limit_options["app_kwargs"]["middleware"].append(Middleware(ui_decode.BrotliRuntime))
     return dict(
         theme=gr.themes.Soft(primary_hue="indigo", secondary_hue="pink"),
         css=css,
@@ -71,7 +75,7 @@ def launch_options(demo: Optional[gr.Blocks] = None) -> dict:
         # shared classroom computer, and it adds routes a public Space does not need.
         run_history=False,
         head=getattr(demo, "page_head", None),
-        **limits.launch_options(),  # sessions, request bodies and uploads a visitor may hold
+        **limit_options,
     )
 
 

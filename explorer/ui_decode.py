@@ -13,6 +13,10 @@ Only the run folders' decoder.onnx files are served, never a whole run folder: t
 start (`decoder_paths`), and that of a run found later when a recipe first names it (`model_url`; Gradio
 reads its static paths at each request).
 
+The runtime's WebAssembly binary is vendored gzipped, and the page inflates it itself; a browser that takes
+brotli gets the smaller `.br` instead, sent with `Content-Encoding: br` so that the browser inflates it
+(`BrotliRuntime`, installed by `ui.launch_options`).
+
 First frame: the page's initial config already holds each view's recipe for the default run
 (`initial_recipes`), and a `<head>` script (`preload_head`) starts the runtime and the default decoder as
 the page opens, so that the first frame waits neither for the views to mount nor for a server event.
@@ -28,6 +32,7 @@ from typing import Iterable, Optional
 
 import gradio as gr
 import numpy as np
+from starlette.responses import FileResponse
 
 from training.runfolder import DECODER_FILE
 
@@ -36,6 +41,9 @@ from .runs import LoadedRun, RunRegistry
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 RUNTIME_DIR = os.path.join(STATIC_DIR, "vendor", "onnxruntime-web")
+WASM_GZ = os.path.join(RUNTIME_DIR, "ort-wasm-simd-threaded.wasm.gz")   # the URL latent_decoder.js fetches
+WASM_BR = os.path.join(RUNTIME_DIR, "ort-wasm-simd-threaded.wasm.br")   # the same binary, brotli
+FILE_ROUTE = "/gradio_api/file="
 NO_DECODER_NOTE = "Decoded on the server: this run has no decoder.onnx (python -m training export --decoder-only)."
 
 # Decoder files this process serves; a recipe names a model only when its file is among them.
@@ -72,6 +80,60 @@ def decoder_paths(registry: RunRegistry) -> list[str]:
 def file_url(path: str) -> str:
     # Relative, so that the app also works behind a proxy under a sub-path.
     return "gradio_api/file=" + urllib.parse.quote(path, safe="/")
+
+
+def accepts_brotli(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header takes br (named, and not with q=0)."""
+    for item in accept_encoding.split(","):
+        coding, *params = [part.strip() for part in item.split(";")]
+        if coding.lower() != "br":
+            continue
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    return float(value) > 0
+                except ValueError:
+                    return False
+        return True
+    return False
+
+
+class BrotliRuntime:
+    """ASGI middleware: a GET for the vendored wasm.gz from a client that takes br is answered with the .br
+    file and `Content-Encoding: br`; the browser inflates it, and latent_decoder.js sees the raw binary (2.4 MB
+    on the wire instead of 3.8 MB). Only a request whose path resolves to that one file is answered here, and
+    only with the one fixed .br file; everything else, HEAD and Range requests included, goes on to Gradio.
+    It answers before Gradio's login check: the runtime is public third-party code, not the app's data.
+    Gradio sends that file with an ETag and a Last-Modified and no Cache-Control; FileResponse gives the .br
+    the same validators (of its own file)."""
+
+    def __init__(self, app):
+        self.app = app
+        # Without the .br (a partial checkout) every request goes to Gradio, as before.
+        self.target = os.path.realpath(WASM_GZ) if os.path.isfile(WASM_BR) else None
+
+    async def __call__(self, scope, receive, send):
+        if self.answers(scope):
+            # No ranges on this answer: a Range request goes to Gradio, which cuts it from the .gz.
+            response = FileResponse(WASM_BR, media_type="application/wasm", headers={
+                "Content-Encoding": "br", "Vary": "Accept-Encoding", "Accept-Ranges": "none"})
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def answers(self, scope) -> bool:
+        if self.target is None or scope["type"] != "http" or scope.get("method") != "GET":
+            return False
+        path, root = scope.get("path", ""), scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):]
+        if not path.startswith(FILE_ROUTE) or not path.endswith(os.path.basename(WASM_GZ)):
+            return False
+        headers = dict(scope.get("headers") or [])
+        if b"range" in headers or not accepts_brotli(headers.get(b"accept-encoding", b"").decode("latin-1")):
+            return False
+        return os.path.realpath(path[len(FILE_ROUTE):]) == self.target
 
 
 def model_url(run: LoadedRun) -> Optional[str]:

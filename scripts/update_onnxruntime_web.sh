@@ -8,11 +8,20 @@
 #   ort.wasm.bundle.min.mjs          the ES module, with the Emscripten glue inside (no second .mjs to fetch)
 #   ort-wasm-simd-threaded.wasm.gz   the WebAssembly binary, gzip -9: the raw file is ~15 MB and every
 #                                    tracked file stays under 10 MB; latent_decoder.js inflates it in the page
+#   ort-wasm-simd-threaded.wasm.br   the same binary, brotli (quality 11, window 2^24): the Gradio app sends it
+#                                    in place of the .gz, with Content-Encoding: br, to a browser that takes br
 #   LICENSE                          MIT, Microsoft (the package ships no license file: see below)
 #   README.md                        version, origin, sha256 of every file, how to update
-# The output is reproducible: gzip -n leaves out the name and time stamp.
+# The output is reproducible: gzip -n leaves out the name and time stamp, and a brotli stream has no such
+# fields (the same brotli version writes the same bytes). Needs npm, node, openssl, and Python 3 with the
+# `brotli` package (pip install brotli).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+python3 -c "import brotli" 2>/dev/null || {
+  echo "the Python package brotli is needed to write the .wasm.br: pip install brotli" >&2
+  exit 1
+}
 
 VERSION=${1:?usage: scripts/update_onnxruntime_web.sh VERSION (e.g. 1.31.1)}
 DEST=explorer/static/vendor/onnxruntime-web
@@ -44,6 +53,15 @@ rm -rf "$DEST"
 mkdir -p "$DEST"
 cp "$PKG/dist/$MJS" "$DEST/$MJS"
 gzip -9 -n -c "$PKG/dist/$WASM" > "$DEST/$WASM.gz"
+BROTLI_VERSION=$(python3 -c "import brotli; print(brotli.__version__)")
+python3 - "$PKG/dist/$WASM" "$DEST/$WASM.br" <<'PY'
+import sys, brotli
+data = open(sys.argv[1], "rb").read()
+packed = brotli.compress(data, mode=brotli.MODE_GENERIC, quality=11, lgwin=24)
+if brotli.decompress(packed) != data:
+    sys.exit("the brotli stream does not decompress to the wasm")
+open(sys.argv[2], "wb").write(packed)
+PY
 
 # The npm package has no LICENSE or third-party notices file; package.json says "MIT" and the bundle's
 # header says "Copyright (c) Microsoft Corporation. Licensed under the MIT License." This is the text of
@@ -105,8 +123,9 @@ do not edit by hand.
 |---|---|---|---|
 | \`$MJS\` | $(size "$DEST/$MJS") | \`$(sha "$DEST/$MJS")\` | \`dist/$MJS\`, unchanged |
 | \`$WASM.gz\` | $(size "$DEST/$WASM.gz") | \`$(sha "$DEST/$WASM.gz")\` | \`dist/$WASM\` ($(size "$PKG/dist/$WASM") bytes, sha256 \`$(sha "$PKG/dist/$WASM")\`), \`gzip -9 -n\` |
+| \`$WASM.br\` | $(size "$DEST/$WASM.br") | \`$(sha "$DEST/$WASM.br")\` | the same \`dist/$WASM\`, \`brotli.compress(wasm, quality=11, lgwin=24)\` (Python \`brotli\` $BROTLI_VERSION) |
 EOF
-  for f in $(cd "$DEST" && ls | grep -vE "^($MJS|$WASM.gz|README.md)$"); do
+  for f in $(cd "$DEST" && ls | grep -vE "^($MJS|$WASM.gz|$WASM.br|README.md)$"); do
     case "$f" in
       ThirdPartyNotices.txt) from="\`onnxruntime/ThirdPartyNotices.txt\` of the \`onnxruntime==$VERSION\` wheel (PyPI)" ;;
       *) from=$([ -f "$PKG/$f" ] && echo "\`$f\`, unchanged" || echo 'the MIT text of github.com/microsoft/onnxruntime (the npm package ships no license file)') ;;
@@ -121,8 +140,16 @@ tracked file may have); \`latent_decoder.js\` instead fetches the \`.gz\`, infla
 \`DecompressionStream('gzip')\` and hands the bytes over as \`ort.env.wasm.wasmBinary\`, after which the
 runtime fetches nothing. It runs single-threaded (\`numThreads = 1\`, no COOP/COEP headers needed).
 
+Why the \`.br\` too: brotli makes the binary about 37 % smaller than gzip -9, but \`DecompressionStream\`
+has no brotli in Chromium, so the page cannot inflate it itself. The Gradio app therefore answers the
+\`.gz\` URL with the \`.br\` bytes and \`Content-Encoding: br\` when the browser's \`Accept-Encoding\` names
+br (\`explorer/ui_decode.py\`, \`BrotliRuntime\`): the browser inflates them and the page sees the raw
+binary. Other clients, and the static site (\`python -m explorer site\`, whose hosts send no
+Content-Encoding for it), get the \`.gz\`.
+
 Update: \`scripts/update_onnxruntime_web.sh NEW_VERSION\`, then run \`tests/test_browser_decoder.py\` and
-commit this folder. The script fails if the package no longer has these files, if the bundle stops naming
+\`tests/test_decoder_serving.py\`, and commit
+this folder. The script fails if the package no longer has these files, if the bundle stops naming
 \`$WASM\`, or if the license is no longer MIT.
 EOF
 } > "$DEST/README.md"

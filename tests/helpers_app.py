@@ -125,17 +125,28 @@ def tiny_runs_root() -> str:
     return root
 
 
+def wait_quiet(page, quiet_s: float = 2.0, timeout: float = 120.0, requests: list | None = None) -> None:
+    """Until the page has sent nothing to the app (no /gradio_api/ request) for quiet_s and no output is pending
+    (its first views in); gives up silently after `timeout` seconds. Playwright's "networkidle" never comes in a
+    Gradio page: the queue's event stream and heartbeat stay open.
 
-def wait_quiet(page, quiet_s: float = 2.0, timeout: float = 120.0) -> None:
-    """Until the page has sent nothing to the app for quiet_s and no output is pending (its first views in).
-    Playwright's "networkidle" never comes in a Gradio page: the queue's event stream and heartbeat stay open."""
-    import time
+    requests: a list the caller's page.on("request") handler already fills (URLs, or tuples whose first item
+    is the URL); the quiet period is measured over it. Without it, the requests sent from now on are recorded."""
+    if requests is None:
+        requests = []
+        page.on("request", lambda r: requests.append(r.url))
 
-    last = [time.time()]
-    page.on("request", lambda r: last.__setitem__(0, time.time()) if "/gradio_api/" in r.url else None)
-    start = time.time()
+    def sent() -> int:
+        return sum("/gradio_api/" in (r if isinstance(r, str) else r[0]) for r in requests)
+
+    def pending() -> int:
+        return page.evaluate("document.querySelectorAll('.wrap.pending, .wrap.generating').length")
+
+    start = since = time.time()
+    count = sent()
     while time.time() - start < timeout:
-        busy = page.evaluate("document.querySelectorAll('.wrap.pending, .wrap.generating').length")
-        if not busy and time.time() - last[0] >= quiet_s:
+        page.wait_for_timeout(100)   # Playwright delivers the page's events (its requests) while it waits
+        if sent() != count or pending():
+            count, since = sent(), time.time()
+        elif time.time() - since >= quiet_s:
             return
-        page.wait_for_timeout(200)

@@ -2,23 +2,25 @@
 Chromium with every request to another host blocked: dragging the interpolation slider, the attribute
 strength or a live dimension slider sends nothing to the server and draws what the torch decoder gives for
 that latent; without WebAssembly the same drag goes through the server and the page says why once; a run
-found by a later rescan has its decoder served.
+found by a later rescan has its decoder served; the runtime's wasm reaches Chromium brotli-encoded.
 
 Needs Debian's chromium (/usr/bin/chromium) and the playwright Python package; skipped without them.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.parse
 
 import numpy as np
 import pytest
 
-from helpers_app import free_port, tiny_runs_root, torch_threads
+from helpers_app import free_port, tiny_runs_root, torch_threads, wait_quiet
 from test_browser import CHROMIUM_ARGS, CHROMIUM, image_bytes, open_tab, playwright_sync, wait_for, wait_for_new_image
 
 from explorer import latent_ops as ops  # noqa: E402
+from explorer import ui_decode  # noqa: E402
 
 POSITIONS = 50
 
@@ -44,7 +46,8 @@ def browser():
 
 
 def open_page(browser, url: str, init_script: str = "", tab: str = "Interpolate"):
-    """A page on the app with other hosts blocked; pg.errors collects page errors, pg.requests every URL."""
+    """A page on the app with other hosts blocked; pg.errors collects page errors, pg.requests every URL (with
+    its body), pg.finished every finished request (for its response and sizes)."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     host = urllib.parse.urlsplit(url).netloc
     context.route("**/*", lambda route: route.continue_() if urllib.parse.urlsplit(route.request.url).netloc == host
@@ -52,9 +55,10 @@ def open_page(browser, url: str, init_script: str = "", tab: str = "Interpolate"
     if init_script:
         context.add_init_script(init_script)
     pg = context.new_page()
-    pg.errors, pg.requests = [], []
+    pg.errors, pg.requests, pg.finished = [], [], []
     pg.on("pageerror", lambda e: pg.errors.append(str(e)))
     pg.on("request", lambda r: pg.requests.append((r.url, r.post_data or "")))
+    pg.on("requestfinished", lambda r: pg.finished.append(r))
     pg.goto(url)
     pg.wait_for_selector("#latent-map .vae-map-plot .main-svg", timeout=60_000)
     open_tab(pg, tab)
@@ -118,7 +122,8 @@ def drag_in_browser(demo, pg, view: str, image: str, slider: str, endpoint: str)
     wait_for(lambda: view_state(pg, view)["frames"] >= 1, "the first browser frame")
     assert pg.locator(f"{view} canvas").is_visible()
     assert not pg.locator(image).is_visible()  # the server's picture gives way to the canvas
-    wait_until_quiet(pg)  # the page's first views (strips, grids) are the server's work, not the slider's
+    # The page's first views (strips, grids) are the server's work, not the slider's.
+    wait_quiet(pg, quiet_s=1.5, timeout=30, requests=pg.requests)
     triggered_before = {event[1] for event in map(event_of, (body for _, body in pg.requests)) if event}
     before = view_state(pg, view)["frames"]
     sent = drag_positions(pg, slider, 0.2, 0.8, POSITIONS)
@@ -129,23 +134,6 @@ def drag_in_browser(demo, pg, view: str, image: str, slider: str, endpoint: str)
     # carry the trigger that started them before the drag).
     assert [e for e in events if e[1] not in triggered_before] == [], events
     assert settled_frames(pg, view) > before + 5   # the drag drew frames
-
-
-def wait_until_quiet(pg, quiet_s: float = 1.5, timeout: float = 30) -> None:
-    """Until the page has sent no /gradio_api/ request and shown no pending output for quiet_s (Playwright's
-    "networkidle" never comes: the queue's event stream and heartbeat stay open)."""
-    def sent() -> int:
-        return sum("/gradio_api/" in u for u, _ in pg.requests)
-
-    def pending() -> int:
-        return pg.evaluate("document.querySelectorAll('.wrap.pending, .wrap.generating').length")
-
-    start = since = time.time()
-    count = sent()
-    while time.time() - since < quiet_s and time.time() - start < timeout:
-        time.sleep(0.1)
-        if sent() != count or pending():
-            count, since = sent(), time.time()
 
 
 def event_of(body: str):
@@ -182,6 +170,12 @@ def test_dragging_t_decodes_in_the_browser_without_server_requests(app, browser)
     expected = ops.decode(run, ops.interpolate_at(ops.table_latent(run, a), ops.table_latent(run, b), t, method))[0]
     assert_canvas_shows(pg, "#frame-live", expected)
     assert not pg.errors, pg.errors
+    # The runtime's wasm came once, brotli-encoded: Chromium takes br even over plain http, and the bytes on
+    # the wire are the .br file's (the frames above were decoded with it).
+    wasm = [r for r in pg.finished if r.url.endswith(ui_decode.file_url(ui_decode.WASM_GZ))]
+    assert len(wasm) == 1, [r.url for r in pg.finished]
+    assert wasm[0].response().headers.get("content-encoding") == "br"
+    assert wasm[0].sizes()["responseBodySize"] == os.path.getsize(ui_decode.WASM_BR)
     pg.context.close()
 
 

@@ -128,6 +128,9 @@ def export_onnx(model, path: str) -> None:
                           dynamic_axes={"z": {0: "batch"}, "image": {0: "batch"}}, dynamo=False, opset_version=17)
 
 
+ENCODED_FOLDERS = {"encoded": "gzip", "brotli": "br"}
+
+
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     # A module script needs a JavaScript MIME type; Python's table has none for .mjs before 3.12.
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".mjs": "text/javascript",
@@ -135,9 +138,12 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
     def end_headers(self):
         # /encoded/ serves the same files, the .gz ones as a host that sends them with Content-Encoding: gzip
-        # (the browser then inflates them before the page sees the bytes).
-        if self.path.startswith("/encoded/") and self.path.endswith(".gz"):
-            self.send_header("Content-Encoding", "gzip")
+        # (the browser then inflates them before the page sees the bytes); /brotli/ answers the .gz URL with
+        # the .br bytes and Content-Encoding: br, as the Gradio app does for a browser that takes br.
+        if self.path.endswith(".gz"):
+            for folder, coding in ENCODED_FOLDERS.items():
+                if self.path.startswith(f"/{folder}/"):
+                    self.send_header("Content-Encoding", coding)
         super().end_headers()
 
     def log_message(self, format, *args):
@@ -151,6 +157,11 @@ def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser-decoder")
     shutil.copytree(VENDOR, root / "vendor" / "onnxruntime-web")
     os.symlink(root / "vendor", root / "encoded")
+    brotli_runtime = root / "brotli" / "onnxruntime-web"
+    brotli_runtime.mkdir(parents=True)
+    module = "ort.wasm.bundle.min.mjs"
+    os.symlink(root / "vendor" / "onnxruntime-web" / module, brotli_runtime / module)
+    shutil.copy(os.path.join(VENDOR, f"{WASM}.br"), brotli_runtime / f"{WASM}.gz")
     shutil.copy(os.path.join(STATIC, "latent_decoder.js"), root / "latent_decoder.js")
     (root / "index.html").write_text(PAGE)
     (root / "bare.html").write_text(BARE_PAGE)
@@ -248,17 +259,19 @@ def test_canvas_matches_torch(page, site, channels, model):
                                    f"/vendor/onnxruntime-web/{WASM}.gz"}
 
 
-def test_wasm_sent_gzip_encoded(page, site):
-    """A host that sends the .gz with Content-Encoding: gzip hands the page inflated bytes: used as they are."""
+@pytest.mark.parametrize("folder", sorted(ENCODED_FOLDERS))
+def test_wasm_sent_content_encoded(page, site, folder):
+    """A host that sends the wasm with Content-Encoding (gzip, or br in place of the .gz) hands the page inflated
+    bytes: used as they are."""
     url, models = site
     open_page(page, url)
-    result = page.evaluate(DECODE, {"base": "encoded/onnxruntime-web/", "model": "rgb.onnx", "latents": LATENTS[1:],
+    result = page.evaluate(DECODE, {"base": f"{folder}/onnxruntime-web/", "model": "rgb.onnx", "latents": LATENTS[1:],
                                     "scale": 1})
     for z, got in zip(LATENTS[1:], result["images"]):
         rgba = np.array(got["pixels"], dtype=np.uint8).reshape(16, 16, 4)
         expected = expected_pixels(models[3], z)[::SCALE, ::SCALE]
         assert np.abs(rgba[..., :3] / 255.0 - expected).max() <= 1 / 255 + 1e-3
-    assert f"/encoded/onnxruntime-web/{WASM}.gz" in page.requested
+    assert f"/{folder}/onnxruntime-web/{WASM}.gz" in page.requested
     assert page.errors == [] and page.blocked == []
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.site import MAX_FILE_BYTES, build_site, points_kept, site_files, site_samples
+from explorer.site import MAX_FILE_BYTES, STATIC, build_site, points_kept, site_files, site_samples
 from helpers_app import torch_threads
 from training.errors import UserError
 from training.onnx_decoder import decoder_weight_storage
@@ -58,6 +58,10 @@ def test_layout_and_sizes(site):
                  "vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm.gz", "vendor/onnxruntime-web/LICENSE",
                  "vendor/onnxruntime-web/ThirdPartyNotices.txt"):
         assert name in files
+    # The brotli twin of the wasm is the Gradio app's alone: a static host would send it without
+    # Content-Encoding: br, and the page inflates only gzip.
+    assert os.path.isfile(os.path.join(STATIC, "vendor", "onnxruntime-web", "ort-wasm-simd-threaded.wasm.br"))
+    assert not [name for name in files if name.endswith(".br")]
     for run in ("dsprites-vae", "mnist-vqvae"):
         for name in ("index.json", "mu.bin", "xy.bin", "labels.bin", "thumbs.png", "decoder.onnx"):
             assert f"runs/{run}/{name}" in files

@@ -10,7 +10,9 @@
 // Every failure rejects (or throws) an Error with a one-line message.
 
 const MODULE = 'ort.wasm.bundle.min.mjs';
-// The WASM binary, gzipped: the raw file is ~15 MB and every tracked file stays under 10 MB.
+// The WASM binary, gzipped: the raw file is ~15 MB and every tracked file stays under 10 MB. The Gradio app
+// answers this URL with the brotli-compressed twin and `Content-Encoding: br` when the browser takes br
+// (explorer/ui_decode.py, BrotliRuntime): DecompressionStream has no brotli, the browser's network stack does.
 const WASM_GZ = 'ort-wasm-simd-threaded.wasm.gz';
 
 let runtime = null;   // {baseUrl, promise}: one runtime per page, since ort.env is global to the module
@@ -33,7 +35,8 @@ async function fetchBytes(url) {
 
 async function fetchWasm(url) {
   const bytes = await fetchBytes(url);
-  // A server that sends the file with `Content-Encoding: gzip` has the browser inflate it already.
+  // A server that sends the file with `Content-Encoding: gzip` or `br` (the Gradio app, to browsers that take
+  // br) has the browser inflate it already: the body starts with '\0asm', not with gzip's magic bytes.
   const gzipped = bytes[0] === 0x1f && bytes[1] === 0x8b;
   let wasm = bytes;
   if (gzipped) {
