@@ -65,6 +65,8 @@ def launch_options(demo: Optional[gr.Blocks] = None) -> dict:
         css = f.read()
     limit_options = limits.launch_options()   # sessions, request bodies and uploads a visitor may hold
     limit_options["app_kwargs"]["middleware"].append(Middleware(ui_decode.BrotliRuntime))
+    if getattr(demo, "page_preloads", None):
+        limit_options["app_kwargs"]["middleware"].append(Middleware(ui_decode.PreloadLinks, links=demo.page_preloads))
     return dict(
         theme=gr.themes.Soft(primary_hue="indigo", secondary_hue="pink"),
         css=css,
@@ -99,7 +101,7 @@ def build_app(roots: Optional[Sequence[str]] = None, registry: Optional[RunRegis
     names = points.run_choices()
 
     with gr.Blocks(title=TITLE, delete_cache=limits.CACHE_PRUNE, fill_width=True) as demo:
-        demo.page_head = None
+        demo.page_head = demo.page_preloads = None
         if not names:
             _no_runs_page(roots, points)
         else:
@@ -148,7 +150,9 @@ def _explorer_page(demo: gr.Blocks, page: Page, steps: list[LessonStep]) -> None
     for part in parts:
         part.wire(page)
     _wire_run_switch(demo, page)
-    demo.page_head = ui_decode.preload_head(ui_decode.initial_recipes(page.io.recipes))
+    first_model = ui_decode.initial_recipes(page.io.recipes)
+    demo.page_head = ui_decode.preload_head(first_model)
+    demo.page_preloads = ui_decode.preload_links(first_model)
 
 
 def run_switch_views(io) -> tuple:

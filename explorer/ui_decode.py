@@ -18,8 +18,9 @@ brotli gets the smaller `.br` instead, sent with `Content-Encoding: br` so that 
 (`BrotliRuntime`, installed by `ui.launch_options`).
 
 First frame: the page's initial config already holds each view's recipe for the default run
-(`initial_recipes`), and a `<head>` script (`preload_head`) starts the runtime and the default decoder as
-the page opens, so that the first frame waits neither for the views to mount nor for a server event.
+(`initial_recipes`), the page's `Link` header (`PreloadLinks`) has the browser download the runtime and the
+default decoder with the page, and a `<head>` script (`preload_head`) starts the runtime and that decoder as
+soon as Gradio adds it, so that the first frame waits neither for the views to mount nor for a server event.
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 RUNTIME_DIR = os.path.join(STATIC_DIR, "vendor", "onnxruntime-web")
 WASM_GZ = os.path.join(RUNTIME_DIR, "ort-wasm-simd-threaded.wasm.gz")   # the URL latent_decoder.js fetches
 WASM_BR = os.path.join(RUNTIME_DIR, "ort-wasm-simd-threaded.wasm.br")   # the same binary, brotli
+RUNTIME_MODULE = "ort.wasm.bundle.min.mjs"                              # the module latent_decoder.js imports
 FILE_ROUTE = "/gradio_api/file="
 NO_DECODER_NOTE = "Decoded on the server: this run has no decoder.onnx (python -m training export --decoder-only)."
 
@@ -134,6 +136,56 @@ class BrotliRuntime:
         if b"range" in headers or not accepts_brotli(headers.get(b"accept-encoding", b"").decode("latin-1")):
             return False
         return os.path.realpath(path[len(FILE_ROUTE):]) == self.target
+
+
+class PreloadLinks:
+    """ASGI middleware: the page itself (a GET of the app's root) carries a `Link` header that has the
+    browser fetch onnxruntime-web, its wasm and the first run's decoder while Gradio's own scripts load.
+    Gradio adds the page's <head> (`preload_head`) only once its scripts run, and the wasm requested then
+    competes with a hundred script requests; requested with the page, it is there when the view needs it.
+    The preloads ask exactly what latent_decoder.js asks (same URLs, CORS mode, same-origin credentials), so
+    the browser hands their responses over instead of fetching twice. A browser without WebAssembly downloads
+    them for nothing (about 2.7 MB): the price of not waiting for Gradio's scripts in every other one."""
+
+    def __init__(self, app, links: str):
+        self.app = app
+        self.links = links.encode("latin-1")
+
+    async def __call__(self, scope, receive, send):
+        if not self.links or not is_page_request(scope):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_links(message):
+            if message["type"] == "http.response.start" and message.get("status") == 200:
+                headers = dict(message.get("headers") or [])
+                if headers.get(b"content-type", b"").startswith(b"text/html"):
+                    message = {**message, "headers": [*message.get("headers", []), (b"link", self.links)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_links)
+
+
+def is_page_request(scope) -> bool:
+    """A GET of the app's root: the page (not an API route, a file or a script)."""
+    if scope["type"] != "http" or scope.get("method") != "GET":
+        return False
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):]
+    return path in ("", "/")
+
+
+def preload_links(model: Optional[str] = None) -> str:
+    """The `Link` header value for PreloadLinks: latent_decoder.js and the runtime's module as module
+    preloads, the runtime's wasm and the decoder `model` as fetch preloads. URLs are relative to the page,
+    as every URL the page uses (file_url), so that the app also works under a sub-path."""
+    links = [f"<{file_url(os.path.join(STATIC_DIR, 'latent_decoder.js'))}>; rel=modulepreload",
+             f"<{file_url(os.path.join(RUNTIME_DIR, RUNTIME_MODULE))}>; rel=modulepreload",
+             f"<{file_url(WASM_GZ)}>; rel=preload; as=fetch; crossorigin"]
+    if model:
+        links.append(f"<{model}>; rel=preload; as=fetch; crossorigin")
+    return ", ".join(links)
 
 
 def model_url(run: LoadedRun) -> Optional[str]:

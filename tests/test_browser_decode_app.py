@@ -176,6 +176,10 @@ def test_dragging_t_decodes_in_the_browser_without_server_requests(app, browser)
     assert len(wasm) == 1, [r.url for r in pg.finished]
     assert wasm[0].response().headers.get("content-encoding") == "br"
     assert wasm[0].sizes()["responseBodySize"] == os.path.getsize(ui_decode.WASM_BR)
+    # The page's Link header preloads the runtime and the decoder; the scripts take those responses over.
+    decoders = [r for r in pg.finished if r.url.endswith(ui_decode.DECODER_FILE)]
+    module = [r for r in pg.finished if r.url.endswith(ui_decode.RUNTIME_MODULE)]
+    assert len(decoders) == 1 and len(module) == 1, [r.url for r in pg.finished]
     pg.context.close()
 
 

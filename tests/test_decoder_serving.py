@@ -101,6 +101,32 @@ def test_the_first_page_carries_the_default_runs_recipes_and_preloads_its_decode
     assert demo.page_head and model in demo.page_head and "loadRuntime" in demo.page_head
 
 
+def test_the_page_asks_the_browser_to_preload_the_runtime_and_the_first_decoder(served):
+    _, root, url = served
+    page = fetch(url, CHROMIUM_ACCEPTS)
+    assert page.status == 200 and page.headers["content-type"].startswith("text/html")
+    links = [part.strip() for part in page.headers["link"].split(",")]
+    model = ui_decode.file_url(os.path.abspath(os.path.join(root, "first", DECODER_FILE)))
+    # Exactly the URLs the page's scripts ask for, in the request modes they use, so nothing is fetched twice.
+    assert f"<{ui_decode.file_url(ui_decode.WASM_GZ)}>; rel=preload; as=fetch; crossorigin" in links
+    assert f"<{model}>; rel=preload; as=fetch; crossorigin" in links
+    module = ui_decode.file_url(os.path.join(ui_decode.RUNTIME_DIR, ui_decode.RUNTIME_MODULE))
+    assert f"<{module}>; rel=modulepreload" in links
+    with open(os.path.join(ui_decode.STATIC_DIR, "latent_decoder.js"), encoding="utf-8") as f:
+        assert f"const MODULE = '{ui_decode.RUNTIME_MODULE}';" in f.read()
+    # Only the page: an API answer, a file or the config carry no preloads.
+    for other in ("config", "gradio_api/info", ui_decode.file_url(ui_decode.WASM_GZ)):
+        assert "link" not in fetch(url + other, CHROMIUM_ACCEPTS).headers, other
+
+
+@pytest.mark.parametrize("path, root, is_page", [
+    ("/", "", True), ("", "", True), ("/sub/", "/sub", True), ("/sub", "/sub", True),
+    ("/config", "", False), ("/sub/config", "/sub", False), ("/gradio_api/file=/x", "", False)])
+def test_only_the_page_itself_is_a_page_request(path, root, is_page):
+    assert ui_decode.is_page_request({"type": "http", "method": "GET", "path": path, "root_path": root}) is is_page
+    assert not ui_decode.is_page_request({"type": "http", "method": "POST", "path": path, "root_path": root})
+
+
 def test_no_path_can_close_the_preload_script():
     head = ui_decode.preload_head("gradio_api/file=/runs/a</script><script>alert(1)</script>/decoder.onnx")
     assert head.count("</script>") == 1 and head.endswith("</script>")

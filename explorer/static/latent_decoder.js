@@ -97,8 +97,11 @@ export class LatentDecoder {
   /** Start a session for the ONNX model at `modelUrl`; call loadRuntime first. */
   static async load(modelUrl) {
     if (!runtime) throw new Error('LatentDecoder.load: call loadRuntime(baseUrl) first');
+    // The model downloads while the runtime starts: neither waits for the other.
+    const download = fetchBytes(modelUrl);
+    download.catch(() => {});   // reported below, after the runtime's own error if it fails first
     const ort = await runtime.promise;
-    const bytes = await fetchBytes(modelUrl);
+    const bytes = await download;
     let session;
     try {
       session = await ort.InferenceSession.create(bytes, {executionProviders: ['wasm']});
