@@ -127,9 +127,7 @@ class BrotliRuntime:
     def answers(self, scope) -> bool:
         if self.target is None or scope["type"] != "http" or scope.get("method") != "GET":
             return False
-        path, root = scope.get("path", ""), scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root):]
+        path = app_path(scope)
         if not path.startswith(FILE_ROUTE) or not path.endswith(os.path.basename(WASM_GZ)):
             return False
         headers = dict(scope.get("headers") or [])
@@ -170,10 +168,13 @@ def is_page_request(scope) -> bool:
     """A GET of the app's root: the page (not an API route, a file or a script)."""
     if scope["type"] != "http" or scope.get("method") != "GET":
         return False
+    return app_path(scope) in ("", "/")
+
+
+def app_path(scope) -> str:
+    """A request's path inside the app: without the sub-path a proxy serves the app under (root_path)."""
     path, root = scope.get("path", ""), scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root):]
-    return path in ("", "/")
+    return path[len(root):] if root and path.startswith(root) else path
 
 
 def preload_links(model: Optional[str] = None) -> str:
