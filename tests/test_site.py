@@ -189,7 +189,8 @@ def page(site):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         pg = context.new_page()
-        pg.blocked, pg.errors = [], []
+        pg.blocked, pg.errors, pg.requested = [], [], []
+        pg.on("request", lambda r: pg.requested.append(r.url))
 
         def route(r):
             if urllib.parse.urlsplit(r.request.url).netloc == host:
@@ -249,6 +250,12 @@ def click_point(page, i: int, shift: bool = False) -> int:
 def wait_for_key(page, canvas_id: str, key: str) -> None:
     page.wait_for_function("([id, key]) => document.getElementById(id).dataset.key === key", arg=[canvas_id, key],
                            timeout=10_000)
+
+
+def test_the_runtime_downloads_once_with_the_page(page):
+    # index.html preloads the runtime; site.js asks for the same URLs, so the browser takes the preloads over.
+    for name in ("ort-wasm-simd-threaded.wasm.gz", "ort.wasm.bundle.min.mjs"):
+        assert sum(url.endswith("/" + name) for url in page.requested) == 1, (name, page.requested)
 
 
 def test_page_decodes_what_torch_decodes(page):
