@@ -18,9 +18,9 @@ from .attributes import attribute_vectors
 from .encoding import EncodedPoints, SPLIT_CODE, choose_indices, encode_split, open_dataset
 from .errors import UserError
 from .latent_map import fit_map
-from .onnx_decoder import DEFAULT_WEIGHT_STORAGE, WEIGHT_STORAGES, export_decoder, latent_size
-from .runfolder import (LATENTS_FILE, MAX_LATENT_POINTS, list_snapshots, load_latents, load_run, save_attributes,
-                        save_decoder, save_latents, save_timeline)
+from .onnx_decoder import DEFAULT_WEIGHT_STORAGE, check_weight_storage, export_decoder, latent_size
+from .runfolder import (LATENTS_FILE, MAX_LATENT_POINTS, is_codebook_timeline, list_snapshots, load_latents,
+                        load_run, save_attributes, save_decoder, save_latents, save_timeline)
 from .timeline import kl_per_dim, timeline_arrays
 
 
@@ -58,8 +58,7 @@ def export_run(run_dir: str, n: int = 10_000, split: str = "both", umap_neighbor
     a summary (counts, seconds per stage). decoder_only: write decoder.onnx alone (no encoding, no map), for
     runs already exported; timeline_only: write timeline.npz alone. decoder_weights: how decoder.onnx stores
     its layer weights (training.onnx_decoder.WEIGHT_STORAGES)."""
-    if decoder_weights not in WEIGHT_STORAGES:
-        raise UserError(f"--decoder-weights must be {' or '.join(WEIGHT_STORAGES)}, not {decoder_weights!r}")
+    check_weight_storage(decoder_weights, "--decoder-weights")
     if decoder_only:
         return export_decoder_file(run_dir, decoder_weights)
     if timeline_only:
@@ -148,9 +147,10 @@ def export_timeline_file(run_dir: str, n: int, split: str, seed: int, thumb_size
     timeline = timeline_arrays(run, dataset, timeline_points(index, split_codes), seed, thumb_size, device,
                                batch_size)
     save_timeline(run_dir, timeline)
-    measured = "codebook use" if "code_counts" in timeline else "KL"
-    points = timeline["code_points" if "code_counts" in timeline else "kl_points"]
-    return {"snapshots": int(len(timeline["steps"])), "measured": measured, "points": int(points[0]),
+    codebook = is_codebook_timeline(timeline)
+    points = timeline["code_points" if codebook else "kl_points"]
+    return {"snapshots": int(len(timeline["steps"])), "measured": "codebook use" if codebook else "KL",
+            "points": int(points[0]),
             "seconds": {"total": round(time.perf_counter() - started, 2)}}
 
 

@@ -100,9 +100,10 @@ def native_output_silenced():
             os.close(fd)
 
 
-def check_weight_storage(weights: str) -> str:
+def check_weight_storage(weights: str, name: str = "decoder weights") -> str:
+    """UserError unless `weights` is one of WEIGHT_STORAGES; `name` is what the message calls it."""
     if weights not in WEIGHT_STORAGES:
-        raise UserError(f"decoder weights must be {' or '.join(WEIGHT_STORAGES)}, not {weights!r}")
+        raise UserError(f"{name} must be {' or '.join(WEIGHT_STORAGES)}, not {weights!r}")
     return weights
 
 

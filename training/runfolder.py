@@ -691,6 +691,11 @@ def load_timeline(run_dir: str) -> dict:
     return arrays
 
 
+def is_codebook_timeline(arrays: dict) -> bool:
+    """A VQ-VAE's timeline: codebook use (code_counts) instead of KL per dimension, no prior draws."""
+    return "code_counts" in arrays
+
+
 def timeline_problem(a: dict) -> Optional[str]:
     """What makes a timeline unusable, or None. Two kinds: a model with Gaussian latents records
     kl_per_dim, a VQ-VAE code_counts with its perplexity and codes_used; a file holds exactly one."""
@@ -701,9 +706,9 @@ def timeline_problem(a: dict) -> Optional[str]:
     if steps.ndim != 1 or steps.size == 0 or steps.dtype.kind not in "iu" or np.any(np.diff(steps) <= 0):
         return "steps must be a non-empty increasing list of whole numbers"
     s = steps.size
-    if ("kl_per_dim" in a) == ("code_counts" in a):
+    if ("kl_per_dim" in a) == is_codebook_timeline(a):
         return "it must hold either kl_per_dim (Gaussian latents) or code_counts (a VQ-VAE), one of the two"
-    problem = kl_timeline_problem(a, s) if "kl_per_dim" in a else codebook_timeline_problem(a, s)
+    problem = codebook_timeline_problem(a, s) if is_codebook_timeline(a) else kl_timeline_problem(a, s)
     if problem:
         return problem
     inputs = a["inputs"]

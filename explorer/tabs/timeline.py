@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from training.errors import UserError
-from training.runfolder import TIMELINE_FILE, has_timeline_file, load_timeline
+from training.runfolder import TIMELINE_FILE, has_timeline_file, is_codebook_timeline, load_timeline
 
 from .. import charts, figures
 from ..checks import user_errors, whole_number
@@ -64,11 +64,6 @@ def snap(steps: np.ndarray, step: int) -> int:
 def _hwc(images: np.ndarray) -> np.ndarray:
     """(B, C, h, w) -> (B, h, w, C), as the figures take images."""
     return np.ascontiguousarray(np.asarray(images).transpose(0, 2, 3, 1))
-
-
-def is_codebook_timeline(arrays: dict) -> bool:
-    """A VQ-VAE's timeline: codebook use instead of KL per dimension, no prior draws."""
-    return "code_counts" in arrays
 
 
 def frame(arrays: dict, k: int) -> tuple[str, Image.Image, Optional[Image.Image], Optional[Image.Image]]:
