@@ -314,6 +314,36 @@ def test_smileys_correlate_option_gives_the_stated_association():
     assert abs((values[:, 1][values[:, 0] > 0] > 0.5).mean() - 0.5) < 0.02
 
 
+def test_smileys_correlate_split_test_resamples_only_the_test_faces():
+    options = {"correlate": ["smile", "glasses"], "correlation": 0.8, "correlate_split": "test"}
+    ds = load_dataset(DataConfig(name="smileys", options=options))
+    plain = load_dataset(DataConfig(name="smileys"))
+    # Training sees the whole grid's training split, the same images as without the option.
+    assert np.array_equal(ds.train_indices, plain.train_indices)
+    # The test faces are a subsample of the grid's test split with the stated association.
+    assert np.isin(ds.test_indices, plain.test_indices).all() and _disjoint(ds.train_indices, ds.test_indices)
+    assert 0.5 * len(plain.test_indices) < len(ds.test_indices) < len(plain.test_indices)
+    values = ds.factor_values_of(ds.factors_of(ds.test_indices))
+    smiling, glasses = values[:, 0] > 0, values[:, 1] > 0.5
+    assert abs(glasses[smiling].mean() - 0.9) < 0.005 and abs(glasses[~smiling].mean() - 0.1) < 0.005
+    assert abs(np.corrcoef(smiling, glasses)[0, 1] - 0.8) < 0.01
+    assert np.array_equal(load_dataset(DataConfig(name="smileys", options=options)).test_indices, ds.test_indices)
+    # "all" is the default: the same split as without correlate_split.
+    both = load_dataset(DataConfig(name="smileys", options={**options, "correlate_split": "all"}))
+    default = load_dataset(DataConfig(name="smileys", options={"correlate": ["smile", "glasses"], "correlation": 0.8}))
+    assert np.array_equal(both.train_indices, default.train_indices)
+    assert np.array_equal(both.test_indices, default.test_indices)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"correlate": ["smile", "glasses"], "correlate_split": "train"}, "'all' or 'test'"),
+    ({"correlate_split": "test"}, "needs 'correlate'"),
+])
+def test_smileys_correlate_split_refuses_bad_values(options, message):
+    with pytest.raises(UserError, match=message):
+        load_dataset(DataConfig(name="smileys", options=options))
+
+
 def test_smileys_other_image_size():
     ds = load_dataset(DataConfig(name="smileys", image_size=32))
     images, _ = ds.get([0, 1, 2])

@@ -40,6 +40,14 @@ subsample of the grid in which the two attributes, each binarised at the midpoin
 P(glasses | smile <= 0) = 0.1. The grid itself (len, render, index_of, factor sampling for the
 disentanglement metrics) is unchanged; only which images training and export see. Its purpose is to
 show attribute-vector leakage (a "smile" vector that also adds glasses) and its correction.
+
+Option `correlate_split` says which split is resampled: "all" (the default, above) or "test". With "test",
+training sees the whole grid's training split, every combination equally often, and only the test faces
+(those export encodes and labels, so those the attribute vectors come from) are resampled to the stated
+correlation: a biased labelled set beside an unbiased unlabelled corpus. A model trained on correlated faces
+has no reason to keep two correlated attributes apart (a β-TCVAE's total-correlation penalty makes its
+latents independent under the *training* distribution), so a model meant both to disentangle smile from
+glasses and to show the leakage of the labelled set's smile vector is trained this way.
 """
 from __future__ import annotations
 
@@ -286,8 +294,10 @@ def _arc_distance(x, y, half_width, bend) -> np.ndarray:
 
 
 # ---- the correlated index set ---------------------------------------------------------------------------
-def correlated_index_set(ds: Smileys, first: str, second: str, correlation: float) -> np.ndarray:
-    """Deterministic subsample of the grid in which two binarised factors have phi correlation `correlation`.
+def correlated_index_set(ds: Smileys, first: str, second: str, correlation: float,
+                         candidates: np.ndarray | None = None) -> np.ndarray:
+    """Deterministic subsample of the grid (or of the grid indices `candidates`) in which two binarised factors
+    have phi correlation `correlation`.
 
     Each factor is binarised at the midpoint of its value range (smile > 0, glasses = 1, ...). Within each
     group of the first factor (a = 0 / 1) the subsample keeps images so that
@@ -295,7 +305,8 @@ def correlated_index_set(ds: Smileys, first: str, second: str, correlation: floa
     as many images as possible and the same fraction of each a-group (so P(a) is unchanged). The images
     kept inside a cell are chosen by a fixed seed. Returns the sorted kept grid indices.
     """
-    all_classes = ds.factors_of(np.arange(len(ds)))
+    candidates = np.arange(len(ds), dtype=np.int64) if candidates is None else np.asarray(candidates, np.int64)
+    all_classes = ds.factors_of(candidates)
     a = _binarised(ds, all_classes, first)
     b = _binarised(ds, all_classes, second)
     want = {1: (1.0 + correlation) / 2.0, 0: (1.0 - correlation) / 2.0}
@@ -314,7 +325,7 @@ def correlated_index_set(ds: Smileys, first: str, second: str, correlation: floa
         for value, share in ((True, want[group]), (False, 1.0 - want[group])):
             cell = np.nonzero((a == group) & (b == value))[0]
             count = min(len(cell), int(round(total * share)))
-            kept.append(rng.choice(cell, size=count, replace=False))
+            kept.append(candidates[rng.choice(cell, size=count, replace=False)])
     return np.sort(np.concatenate(kept))
 
 
@@ -326,17 +337,30 @@ def _binarised(ds: Smileys, classes: np.ndarray, factor: str) -> np.ndarray:
 
 
 def load_smileys(cfg: DataConfig) -> Smileys:
-    """Smileys grid; options: correlate (two factor names), correlation (in [-1, 1], default 0.8)."""
+    """Smileys grid; options: correlate (two factor names), correlation (in [-1, 1], default 0.8),
+    correlate_split ("all" or "test", default "all")."""
     options = cfg.options
-    check_options("smileys", options, ["correlate", "correlation"])
+    check_options("smileys", options, ["correlate", "correlation", "correlate_split"])
     ds = Smileys(cfg.image_size)
     if "correlate" not in options:
-        if "correlation" in options:
-            raise UserError("smileys: option 'correlation' needs 'correlate': [factor, factor]")
+        for needs_pair in ("correlation", "correlate_split"):
+            if needs_pair in options:
+                raise UserError(f"smileys: option {needs_pair!r} needs 'correlate': [factor, factor]")
         ds.train_indices, ds.test_indices = fixed_split(len(ds), cfg.test_fraction, cfg.subset)
         ds.source_note = "procedural smileys (64,000-image factor grid)"
         return ds
     first, second, correlation = _correlate_options(options)
+    split = options.get("correlate_split", "all")
+    if split not in ("all", "test"):
+        raise UserError(f"smileys: option 'correlate_split' must be 'all' or 'test', got {split!r}")
+    if split == "test":
+        ds.train_indices, test = fixed_split(len(ds), cfg.test_fraction, cfg.subset)
+        ds.test_indices = correlated_index_set(ds, first, second, correlation, candidates=test)
+        ds.index_set = np.union1d(ds.train_indices, ds.test_indices)
+        ds.source_note = (f"procedural smileys (64,000-image factor grid); training on the whole grid's training "
+                          f"split, test faces resampled so that {first} and {second} (binarised) have correlation "
+                          f"{correlation:g} ({len(ds.test_indices)} of {len(test)} test images)")
+        return ds
     kept = correlated_index_set(ds, first, second, correlation)
     train_pos, test_pos = split_indices(len(kept), float(cfg.test_fraction))
     ds.train_indices = take_subset(kept[train_pos], cfg.subset)
