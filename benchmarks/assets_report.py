@@ -27,7 +27,8 @@ from training.runfolder import (CONFIG_FILE, METRICS_LOG_FILE, PRIOR_JSON_FILE, 
 CARD_FIELDS = ("step", "n_test")
 CARD_SCORES = ("n_train", "binarize_seed", "elbo", "recon", "kl", "iw_nll", "iw_k", "bits_per_dim", "mse", "psnr",
                "active_units", "sample_confident_share", "sample_classifier_accuracy",
-               "perplexity", "codes_used", "prior_bits_per_code", "mig", "factorvae", "betavae",
+               "perplexity", "codes_used", "prior_bits_per_code", "mig", "factorvae", "mig_seed_mean",
+               "factorvae_seed_mean", "betavae",
                "dci_disentanglement", "dci_completeness", "dci_informativeness", "dci_informativeness_test")
 # A card row is named by the score's JSON path, so a reader can find it in metrics.json.
 SCORE_OF_PATH = {".".join(SCORE_PATHS[name]): name for name in CARD_SCORES}

@@ -294,3 +294,38 @@ def test_unknown_metric_name_is_a_one_line_error(tmp_path):
     result = python_m_training("evaluate", path, "--metrics", "mig,sap", "--k", "0", "--n-test", "10")
     assert_one_line_user_error(result, "unknown metric(s) sap")
     assert not os.path.exists(os.path.join(path, "metrics.json"))
+
+
+def test_extra_seeds_repeat_mig_and_factorvae_and_record_their_mean(tmp_path):
+    from training.evaluate import evaluate_run
+    from training.runfolder import read_metrics
+
+    path = copy_run("vae-dsprites", str(tmp_path / "run"))
+    result = python_m_training("evaluate", path, "--k", "0", "--n-test", "20", "--metric-scale", "0.01",
+                               "--metrics", "mig,factorvae", "--seed", "3", "--extra-seeds", "5,4")
+    assert result.returncode == 0, result.stderr
+    metrics = read_metrics(path)
+    seeds = metrics.doc["disentanglement_seeds"]
+    assert seeds["seeds"] == [3, 5, 4]
+    # The first seed's values are the full result's; each extra seed matches a separate evaluation with it.
+    assert seeds["mig"][0] == metrics.doc["disentanglement"]["mig"]
+    alone = evaluate_run(path, k=0, n_test=20, metric_scale=0.01, metrics="mig,factorvae", seed=4, write=False)
+    assert seeds["mig"][2] == alone["disentanglement"]["mig"]
+    assert seeds["factorvae"][2] == alone["disentanglement"]["factorvae"]
+    for name in ("mig", "factorvae"):
+        assert len(seeds[name]) == 3 and abs(seeds["mean"][name] - np.mean(seeds[name])) < 1e-12
+    assert metrics.score("mig_seed_mean") == seeds["mean"]["mig"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--extra-seeds", "1,x"], "comma-separated non-negative integers"),
+    (["--extra-seeds", "0,1"], "must differ"),
+    (["--extra-seeds", "1,1"], "must differ"),
+    (["--extra-seeds", "1", "--metrics", "mig"], "needs both"),
+    (["--extra-seeds", "1", "--no-disentanglement"], "needs both"),
+])
+def test_bad_extra_seeds_are_one_line_errors(tmp_path, flags, message):
+    path = copy_run("vae-dsprites", str(tmp_path / "run"))
+    result = python_m_training("evaluate", path, "--k", "0", "--n-test", "10", *flags)
+    assert_one_line_user_error(result, message)
+    assert not os.path.exists(os.path.join(path, "metrics.json"))

@@ -350,6 +350,8 @@ SCORE_PATHS = {
     "dci_informativeness": ("disentanglement", "dci", "informativeness"),
     "dci_informativeness_test": ("disentanglement", "dci", "informativeness_test"),
     "betavae": ("disentanglement", "betavae"), "metric_scale": ("disentanglement", "settings", "scale"),
+    "mig_seed_mean": ("disentanglement_seeds", "mean", "mig"),
+    "factorvae_seed_mean": ("disentanglement_seeds", "mean", "factorvae"),
     "sample_confident_share": ("sample_quality", "confident_share"),
     "sample_classifier_accuracy": ("sample_quality", "classifier", "accuracy"),
     "n_train": ("data", "n_train"), "binarize_seed": ("data", "binarize_seed"),

@@ -5,6 +5,7 @@ import argparse
 import os
 
 from ..device import DEVICE_HELP
+from ..errors import UserError
 from ..evaluate import column_names, evaluate_run, format_table
 from ..runfolder import METRICS_FILE, read_metrics
 
@@ -32,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score 1,000 decoded N(0, I) draws with a digit classifier trained on the run's "
                              "training images (labelled datasets such as MNIST; about 2 CPU-minutes)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--extra-seeds", default="", metavar="LIST",
+                        help="comma-separated evaluation seeds with which MIG and FactorVAE are scored again; "
+                             "metrics.json records each seed's value and the mean (e.g. 1,2)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cpu", help=DEVICE_HELP)
     parser.add_argument("--from-saved", action="store_true",
@@ -47,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
             results.append(evaluate_run(run_dir, k=args.k, n_test=args.n_test, disentanglement=args.disentanglement,
                                         metric_scale=args.metric_scale, seed=args.seed, device=args.device,
                                         batch_size=args.batch_size, progress=True, metrics=args.metrics,
-                                        jobs=args.jobs, sample_quality=args.sample_quality))
+                                        jobs=args.jobs, sample_quality=args.sample_quality,
+                                        extra_seeds=parse_seeds(args.extra_seeds)))
     print(format_table(results, column_names(args.runs)))
     for run_dir, result in zip(args.runs, results):
         for note in result.get("notes", []):
@@ -55,3 +60,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.from_saved:
         print("wrote " + ", ".join(os.path.join(r, METRICS_FILE) for r in args.runs))
     return 0
+
+
+def parse_seeds(text: str) -> list:
+    """"1,2" -> [1, 2]; UserError for anything but non-negative integers."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not all(p.isdigit() for p in parts):
+        raise UserError(f"--extra-seeds: expected comma-separated non-negative integers, got {text!r}")
+    return [int(p) for p in parts]
