@@ -26,7 +26,8 @@ from training.runfolder import (CONFIG_FILE, METRICS_LOG_FILE, PRIOR_JSON_FILE, 
 # Headline entries of metrics.json, in card order; absent or null values are left out.
 CARD_FIELDS = ("step", "n_test")
 CARD_SCORES = ("n_train", "binarize_seed", "elbo", "recon", "kl", "iw_nll", "iw_k", "bits_per_dim", "mse", "psnr",
-               "active_units", "sample_confident_share", "sample_classifier_accuracy",
+               "active_units", "shape_iou_square", "shape_iou_ellipse", "shape_iou_heart", "shape_iou_worst",
+               "sample_confident_share", "sample_classifier_accuracy",
                "perplexity", "codes_used", "prior_bits_per_code", "mig", "factorvae", "mig_seed_mean",
                "factorvae_seed_mean", "betavae",
                "dci_disentanglement", "dci_completeness", "dci_informativeness", "dci_informativeness_test")

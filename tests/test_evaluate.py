@@ -157,6 +157,25 @@ def test_likelihood_helpers_on_known_cases():
     assert codebook_usage(np.zeros(10, int), 4)["perplexity"] == pytest.approx(1.0)
 
 
+def test_shape_iou_on_known_masks():
+    from training.evaluate import HeldOutAccumulator, shape_iou_summary
+
+    x = torch.zeros(4, 1, 8, 8)
+    x[:, :, 2:6, 2:6] = 1.0                              # a 4x4 square, 16 pixels
+    recon = torch.zeros(4, 1, 8, 8)
+    recon[0, :, 2:6, 2:6] = 0.9                          # the same square: IoU 1
+    recon[1, :, 2:6, 2:4] = 0.6                          # its left half: 8 / 16
+    recon[2, :, 2:6, 4:8] = 0.7                          # shifted by 2 px: 8 / 24
+    recon[3, :, 2:6, 2:6] = 0.5                          # exactly at the threshold counts as off: 0 / 16
+    acc = HeldOutAccumulator()
+    acc.add_shape_iou(x, recon, np.array([0, 0, 1, 1]))
+    acc.add_shape_iou(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8), np.array([2]))  # empty and empty: 1
+    summary = shape_iou_summary(acc, ["square", "ellipse", "heart"])
+    assert summary["by_shape"] == pytest.approx({"square": 0.75, "ellipse": (8 / 24) / 2, "heart": 1.0})
+    assert summary["count"] == {"square": 2, "ellipse": 2, "heart": 1} and summary["n"] == 5
+    assert summary["worst"] == pytest.approx(1 / 6) and summary["threshold"] == 0.5
+
+
 # ---- real tiny runs ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def evaluated_vae(tmp_path_factory):
@@ -178,7 +197,7 @@ def test_metrics_json_of_a_vae(evaluated_vae):
     assert 0 <= result["active_units"] <= 4 and result["latent_size"] == 4
     assert 0 < result["mse"] < 0.25 and result["psnr"] == pytest.approx(10 * math.log10(1 / result["mse"]))
     assert result["bits_per_dim"] is None                  # Bernoulli likelihood: nats, no bits/dim
-    assert result["vq"] is None and result["disentanglement"] is None
+    assert result["vq"] is None and result["disentanglement"] is None and result["shape_iou"] is None
     assert any("no ground-truth factors" in note for note in result["notes"])
 
 
@@ -285,6 +304,10 @@ def test_metrics_subset_computes_only_those_and_says_which_were_skipped(tmp_path
     dis = result["disentanglement"]
     assert 0.0 <= dis["mig"] <= 1.0 and 0.0 <= dis["factorvae"] <= 1.0
     assert dis["dci"] is None and dis["betavae"] is None
+    # dSprites: reconstruction IoU per shape over the 20 test images.
+    iou = result["shape_iou"]
+    assert set(iou["by_shape"]) <= {"square", "ellipse", "heart"} and sum(iou["count"].values()) == 20 == iou["n"]
+    assert all(0.0 <= v <= 1.0 for v in iou["by_shape"].values()) and iou["worst"] == min(iou["by_shape"].values())
     assert dis["settings"]["skipped"] == ["dci", "betavae"]
     assert not os.path.exists(os.path.join(path, "metrics.json"))  # write=False
 

@@ -8,6 +8,9 @@ For each run, on `n_test` points of the test split (a seeded choice):
 - reconstruction MSE per pixel of the posterior-mean reconstruction, and PSNR = 10 log10(1 / MSE)
   computed from that MSE (images in [0, 1]);
 - KL per latent dimension and active units (Cov_x(E[z|x]) > 0.01);
+- on single-channel images with a `shape` factor (dSprites): reconstruction IoU per shape, original and
+  posterior-mean reconstruction both thresholded at 0.5, averaged over the images of each shape (does a
+  square come back a square, or as a round blob);
 - VQ-VAE: codebook perplexity and share of codes used. There is no ELBO or IW-NLL (no prior over codes
   in the model itself); with a trained PixelCNN prior, the NLL bound −log p(x|c) − log p_prior(c) is
   reported under "vq";
@@ -31,6 +34,7 @@ import numpy as np
 import sklearn
 import torch
 
+from .data import LABEL_DESCRIPTIONS
 from .device import resolve_device
 from .encoding import choose_indices, open_dataset
 from .errors import UserError
@@ -47,11 +51,18 @@ def library_versions() -> dict:
     return {"torch": torch.__version__, "sklearn": sklearn.__version__, "numpy": np.__version__}
 
 
+# Reconstruction IoU per value of this factor, on single-channel images, at this threshold.
+SHAPE_FACTOR = "shape"
+IOU_THRESHOLD = 0.5
+
+
 class HeldOutAccumulator:
     """Per-batch results over the test images; `summarise` turns them into metrics.json fields."""
 
     def __init__(self):
         self.n = 0
+        self.iou: list = []          # per-image reconstruction IoU (shape datasets)
+        self.shape_class: list = []  # the image's shape class index
         self.pixels = 0
         self.squared_error = 0.0
         self.log_px, self.recon, self.kl = [], [], []
@@ -65,6 +76,14 @@ class HeldOutAccumulator:
         self.pixels += x.numel()
         self.squared_error += float((recon_image.double() - x.double()).pow(2).sum())
 
+    def add_shape_iou(self, x: torch.Tensor, recon_image: torch.Tensor, shape_class: np.ndarray) -> None:
+        original, recon = x > IOU_THRESHOLD, recon_image > IOU_THRESHOLD
+        intersection = (original & recon).flatten(1).sum(1).double()
+        union = (original | recon).flatten(1).sum(1).double()
+        # An empty original reconstructed empty is a perfect match.
+        self.iou.append(torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union)).cpu())
+        self.shape_class.append(np.asarray(shape_class))
+
 
 @torch.no_grad()
 def held_out_metrics(model, dataset, index: np.ndarray, k: int, seed: int, device: str,
@@ -74,13 +93,19 @@ def held_out_metrics(model, dataset, index: np.ndarray, k: int, seed: int, devic
     generator = torch.Generator(device=device).manual_seed(seed)
     gaussian = has_gaussian_posterior(model)
     is_vq = getattr(model.config, "name", "") == "vqvae"
+    shape_names = shape_class_names(dataset)
     started = time.perf_counter()
     for start in range(0, len(index), batch_size):
-        images, _ = dataset.get(index[start:start + batch_size])
+        batch_index = index[start:start + batch_size]
+        images, _ = dataset.get(batch_index)
         x = images.to(device).float().div_(255.0)
         enc = model.encode(x)
         params = model.decode(model.latent_for_decode(enc)).float()    # from the posterior mean / the code
-        acc.add_reconstruction(x, model.to_image(params))
+        recon_image = model.to_image(params)
+        acc.add_reconstruction(x, recon_image)
+        if shape_names:
+            shape_class = dataset.factors_of(batch_index)[:, dataset.factor_names.index(SHAPE_FACTOR)]
+            acc.add_shape_iou(x, recon_image, shape_class)
         if gaussian and enc.logvar is not None:
             res = importance_weighted_batch(model, x, max(k, 1), generator)
             acc.log_px.append(res.log_px.cpu())
@@ -100,7 +125,31 @@ def held_out_metrics(model, dataset, index: np.ndarray, k: int, seed: int, devic
         if progress and (start // batch_size) % 10 == 0:
             done = min(start + batch_size, len(index))
             print(f"  {done}/{len(index)} test images ({time.perf_counter() - started:.0f} s)", flush=True)
-    return summarise(model, acc, k, gaussian, is_vq)
+    out = summarise(model, acc, k, gaussian, is_vq)
+    out["shape_iou"] = shape_iou_summary(acc, shape_names) if shape_names else None
+    return out
+
+
+def shape_class_names(dataset) -> list:
+    """The names of the `shape` factor's classes on a single-channel factor dataset, else []."""
+    if not getattr(dataset, "has_factors", False) or dataset.channels != 1:
+        return []
+    if SHAPE_FACTOR not in getattr(dataset, "factor_names", []):
+        return []
+    described = {info.name: info for info in LABEL_DESCRIPTIONS.get(dataset.name, [])}
+    size = dataset.factor_sizes[dataset.factor_names.index(SHAPE_FACTOR)]
+    names = described[SHAPE_FACTOR].value_names if SHAPE_FACTOR in described else ()
+    return list(names) if len(names) == size else [str(k) for k in range(size)]
+
+
+def shape_iou_summary(acc: HeldOutAccumulator, names: list) -> dict:
+    """Mean reconstruction IoU per shape (over that shape's images), the worst shape's, and the counts."""
+    iou, shape_class = torch.cat(acc.iou).numpy(), np.concatenate(acc.shape_class)
+    by_shape = {name: float(iou[shape_class == k].mean()) for k, name in enumerate(names)
+                if np.any(shape_class == k)}
+    return {"threshold": IOU_THRESHOLD, "n": int(len(iou)), "by_shape": by_shape,
+            "count": {name: int(np.count_nonzero(shape_class == k)) for k, name in enumerate(names)},
+            "worst": min(by_shape.values()) if by_shape else None}
 
 
 def prior_nll_per_grid(prior, codes: torch.Tensor) -> torch.Tensor:

@@ -350,6 +350,8 @@ SCORE_PATHS = {
     "dci_informativeness": ("disentanglement", "dci", "informativeness"),
     "dci_informativeness_test": ("disentanglement", "dci", "informativeness_test"),
     "betavae": ("disentanglement", "betavae"), "metric_scale": ("disentanglement", "settings", "scale"),
+    "shape_iou_square": ("shape_iou", "by_shape", "square"), "shape_iou_ellipse": ("shape_iou", "by_shape", "ellipse"),
+    "shape_iou_heart": ("shape_iou", "by_shape", "heart"), "shape_iou_worst": ("shape_iou", "worst"),
     "mig_seed_mean": ("disentanglement_seeds", "mean", "mig"),
     "factorvae_seed_mean": ("disentanglement_seeds", "mean", "factorvae"),
     "sample_confident_share": ("sample_quality", "confident_share"),
