@@ -31,8 +31,9 @@
    vector moving glasses less than the plain one. Both Spearman readings are checked and reported.
    - each meter's floor (crosstalk_pct): the same movement statistic on renders in which only the true
      smile changes; it says how much of a measured movement the meter itself would report.
-Prints one JSON document and a table. The regressor is cached (runs/smile_regressor.safetensors) so a
-second run of the measurement skips its training; --retrain forces it.
+Prints one JSON document and a table. The regressor is cached (runs/smile_regressor.safetensors; for a
+run on smileys renderer version N > 1, data.options.version, runs/smile_regressor_vN.safetensors, fitted on
+that version's renders) so a second run of the measurement skips its training; --retrain forces it.
 """
 from __future__ import annotations
 
@@ -53,10 +54,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from training.config import DataConfig  # noqa: E402
 from training.data import load_dataset  # noqa: E402
 from training.data.smileys import (BACKGROUND, FACE_RADIUS, FACE_SATURATION, FACE_VALUE, GLASSES_COLOUR,  # noqa: E402
-                                   LAYOUT, MOUTH_BOX, POS_MIN, POS_SPAN)
+                                   LAYOUT, POS_MIN, POS_SPAN, region_box)
 from training.errors import UserError  # noqa: E402
 
 ALPHAS = np.linspace(-2.0, 2.0, 9)
+# The smileys renderer version (data.options.version) of the run being measured: the meters are fitted on
+# renders of that version and the mouth crop follows its mouth box. `measure` sets it from the run.
+RENDERER = {"version": 1}
+
+
+def smileys_grid():
+    """The uncorrelated smileys grid, drawn by the measured run's renderer version."""
+    return load_dataset(DataConfig(name="smileys", options={"version": RENDERER["version"]}))
+
 # Regressor outputs: smile, glasses logit, cos(2π hue), sin(2π hue), size, pos_x, pos_y.
 N_OUTPUTS = 7
 ATTRIBUTES = ["smile", "glasses", "hue", "size", "pos_x", "pos_y"]
@@ -144,7 +154,7 @@ def mouth_crops(images: torch.Tensor, position: np.ndarray) -> np.ndarray:
     R = FACE_RADIUS * size
     # The region the smile factor paints, in face radii around the face centre (y down): the renderer's own
     # box, so the crop follows its layout.
-    x0, x1, y0, y1 = MOUTH_BOX
+    x0, x1, y0, y1 = region_box("mouth", RENDERER["version"])
     rows, cols = CROP_SHAPE
     u = torch.linspace(x0, x1, cols)
     v = torch.linspace(y0, y1, rows)
@@ -258,7 +268,7 @@ class PixelMeter:
 def calibrated_pixel_meter(seed: int, n: int = 2000) -> tuple[PixelMeter, dict]:
     """The pixel meter with its glasses ink set on renders (rendered glasses read 1), and its R² on other
     held-out renders of the uncorrelated grid."""
-    grid = load_dataset(DataConfig(name="smileys"))
+    grid = smileys_grid()
     rng = np.random.default_rng(seed + 3)
     calibration, test = np.split(rng.choice(grid.test_indices, size=min(2 * n, len(grid.test_indices)),
                                             replace=False), 2)
@@ -307,7 +317,7 @@ def fit_smile_ridge(n_train: int, seed: int) -> tuple[object, dict]:
     scored on held-out renders."""
     from sklearn.linear_model import RidgeCV
 
-    grid = load_dataset(DataConfig(name="smileys"))
+    grid = smileys_grid()
     rng = np.random.default_rng(seed + 1)
     train_index = rng.choice(grid.train_indices, size=min(n_train, len(grid.train_indices)), replace=False)
     test_index = rng.choice(grid.test_indices, size=min(2000, len(grid.test_indices)), replace=False)
@@ -327,7 +337,7 @@ def fit_smile_ridge(n_train: int, seed: int) -> tuple[object, dict]:
 
 def train_regressor(steps: int, n_train: int, seed: int, log: bool = True) -> tuple[AttributeRegressor, dict]:
     """Fit the regressor on `n_train` renders of the uncorrelated smileys grid; R² on its held-out split."""
-    grid = load_dataset(DataConfig(name="smileys"))
+    grid = smileys_grid()
     rng = np.random.default_rng(seed)
     train_index = rng.choice(grid.train_indices, size=min(n_train, len(grid.train_indices)), replace=False)
     test_index = rng.choice(grid.test_indices, size=min(2000, len(grid.test_indices)), replace=False)
@@ -364,7 +374,7 @@ def renderer_fingerprint() -> str:
     """SHA-256 of a fixed batch of smileys renders: changes whenever the renderer's output does."""
     import hashlib
 
-    grid = load_dataset(DataConfig(name="smileys"))
+    grid = smileys_grid()
     picks = np.linspace(0, len(grid) - 1, 64).astype(np.int64)
     return hashlib.sha256(grid.get_float(picks)[0].numpy().tobytes()).hexdigest()[:16]
 
@@ -400,7 +410,7 @@ def regressor_crosstalk(regressor: "AttributeMeter", faces: int, seed: int, smil
     smile_extent > 1 renders the 10 levels over ±smile_extent instead of the grid's ±1: mouths curved
     beyond anything the meters were fitted on, as the decodes at α = ±2 have (up to 1.4 the stroke still
     fits the renderer's mouth window but for a fraction of a pixel)."""
-    grid = load_dataset(DataConfig(name="smileys"))
+    grid = smileys_grid()
     if smile_extent != 1.0:
         grid.factor_values[0] = np.linspace(-smile_extent, smile_extent, grid.factor_sizes[0])
     rng = np.random.default_rng(seed + 2)
@@ -491,6 +501,11 @@ def measure(run_dir: str, faces: int, seed: int, regressor_path: str, regressor_
         smile = json.load(f)["attributes"].get("smile")
     if smile is None:
         raise UserError(f"{attributes_path}: no smile vector")
+    RENDERER["version"] = run.config.data.options.get("version", 1)
+    if RENDERER["version"] != 1 and regressor_path:
+        # One cache per renderer version, so that measuring runs of both versions does not retrain each time.
+        stem, ext = os.path.splitext(regressor_path)
+        regressor_path = f"{stem}_v{RENDERER['version']}{ext}"
     cnn, regressor_info = load_or_train_regressor(regressor_path, regressor_steps, regressor_train, seed, retrain)
     ridge, regressor_info["smile_ridge"] = fit_smile_ridge(regressor_train // 2, seed)
     regressor = AttributeMeter(cnn, ridge)

@@ -266,6 +266,56 @@ def test_smileys_each_attribute_changes_only_its_pixels(smileys, factor, new_cla
         assert not outside.any(), f"{factor} changed {outside.sum()} pixels outside the {region} region"
 
 
+@pytest.fixture(scope="module")
+def smileys_v2():
+    return load_dataset(DataConfig(name="smileys", options={"version": 2}))
+
+
+def test_smileys_version_2_draws_the_exact_distance_to_the_arc():
+    from training.data.smileys import _arc_distance_exact
+    rng = np.random.default_rng(0)
+    half_width, n = 8.4, 4000
+    bend = rng.uniform(-4.0, 4.0, (n, 1, 1))
+    x = rng.uniform(-12.0, 12.0, (n, 1, 1)).astype(np.float32)
+    y = rng.uniform(-8.0, 8.0, (n, 1, 1)).astype(np.float32)
+    got = _arc_distance_exact(x, y, half_width, bend)[:, 0, 0]
+    t = np.linspace(-half_width, half_width, 20001)[None, :]             # the arc sampled every 0.0008 px
+    curve = bend[:, 0] * (1.0 - 2.0 * (t / half_width) ** 2)
+    brute = np.sqrt((t - x[:, 0]) ** 2 + (curve - y[:, 0]) ** 2).min(axis=1)
+    assert np.abs(got - brute).max() < 2e-3
+
+
+def test_smileys_version_2_has_a_thicker_mouth_in_its_own_box(smileys, smileys_v2):
+    assert smileys_v2.version == 2 and smileys_v2.layout["mouth_thickness"] == 2 * LAYOUT["mouth_thickness"]
+    assert "version 2" in smileys_v2.source_note and smileys.version == 1
+    idx = smileys.index_of(BASES)
+    v1, v2 = smileys.get(idx)[0].numpy().astype(int), smileys_v2.get(idx)[0].numpy().astype(int)
+    assert np.array_equal(smileys.get(idx)[1], smileys_v2.get(idx)[1])
+    def mouth_pixels(images):
+        return ((images[:, 0] - images[:, 1] > 60) & (images[:, 2] < 120)).sum(axis=(1, 2))
+    ratio = mouth_pixels(v2) / mouth_pixels(v1)
+    assert np.all((ratio > 1.4) & (ratio < 3.0)) and 1.8 < ratio.mean() < 2.4, ratio
+    # Everything but the mouth is drawn as in version 1.
+    x0, x1, y0, y1 = smileys_v2.mouth_box
+    for i, (size, pos_x, pos_y) in enumerate(smileys.factor_values_of(BASES)[:, 3:]):
+        x, y, R = _face_frame(size, pos_x, pos_y)
+        box = (x >= x0 * R - 1) & (x <= x1 * R + 1) & (y >= y0 * R - 1) & (y <= y1 * R + 1)
+        assert not np.any((v1[i] != v2[i]).any(axis=0) & ~box)
+    # The smile changes only pixels of version 2's mouth box, which stays clear of the eye band.
+    assert y0 > smileys_v2.eye_box[3]
+    changed = _changed(smileys_v2, BASES, "smile", 9)
+    for i, (size, pos_x, pos_y) in enumerate(smileys.factor_values_of(BASES)[:, 3:]):
+        x, y, R = _face_frame(size, pos_x, pos_y)
+        box = (x >= x0 * R - 1) & (x <= x1 * R + 1) & (y >= y0 * R - 1) & (y <= y1 * R + 1)
+        assert not np.any(changed[i] & ~box)
+
+
+@pytest.mark.parametrize("version", [3, 0, "2", True, None])
+def test_smileys_unknown_version_is_a_user_error(version):
+    with pytest.raises(UserError, match="'version' must be one of 1, 2"):
+        load_dataset(DataConfig(name="smileys", options={"version": version}))
+
+
 def test_smileys_hue_keeps_feature_colours(smileys):
     # The centre of each eye is feature colour, not face colour: a hue change leaves it alone.
     base = np.array([[9, 0, 0, 3, 5, 5]])
