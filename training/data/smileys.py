@@ -35,10 +35,12 @@ ellipse and the parabola).
 
 Option `version` (default 1) selects the renderer. Version 2 draws the mouth twice as thick (0.24 R) at the
 exact distance from the arc (an even stroke with round ends; version 1's first-order distance would paint
-spurs at the steep ends of a stroke that thick): the smile then moves twice the pixels. A β-TCVAE trained
-on the whole version-1 grid with σ = 0.1 leaves the thin mouth out of its latent space altogether (its
-reconstructions draw one blurred mouth for every smile), while on version 2 it encodes it. Everything
-else is drawn as in version 1, so version-1 runs render exactly as they were trained. Version 2's mouth
+spurs at the steep ends of a stroke that thick): the smile then moves 1.7 times the pixels (summed absolute
+change from frown to smile). A β-TCVAE trained on the whole version-1 grid with σ = 0.1 leaves the thin
+mouth out of its latent space altogether (its reconstructions draw one blurred mouth for every smile);
+the thicker mouth gives the smile more weight in the reconstruction, though whether a β-TCVAE learns it
+still depends on the run. Everything else is drawn as in version 1, so version-1 runs render exactly as
+they were trained. Version 2's mouth
 box is |x| <= 0.54 R, 0.18 R <= y <= 0.82 R, still clear of the eye band.
 
 Option `correlate` (documented in `correlated_index_set`): `{"correlate": ["smile", "glasses"],
