@@ -34,7 +34,7 @@ import numpy as np
 import sklearn
 import torch
 
-from .data import LABEL_DESCRIPTIONS
+from .data import describe_labels
 from .device import resolve_device
 from .encoding import choose_indices, open_dataset
 from .errors import UserError
@@ -136,9 +136,8 @@ def shape_class_names(dataset) -> list:
         return []
     if SHAPE_FACTOR not in getattr(dataset, "factor_names", []):
         return []
-    described = {info.name: info for info in LABEL_DESCRIPTIONS.get(dataset.name, [])}
     size = dataset.factor_sizes[dataset.factor_names.index(SHAPE_FACTOR)]
-    names = described[SHAPE_FACTOR].value_names if SHAPE_FACTOR in described else ()
+    names = describe_labels(dataset.name, [SHAPE_FACTOR], ["categorical"])[0].value_names
     return list(names) if len(names) == size else [str(k) for k in range(size)]
 
 

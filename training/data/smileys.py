@@ -137,7 +137,7 @@ class Smileys(ProceduralDataset):
     channels = 3
 
     def __init__(self, image_size: int | None = None, version: int = 1):
-        if version not in LAYOUTS:
+        if isinstance(version, bool) or version not in VERSIONS:
             raise UserError(f"smileys: option 'version' must be one of {', '.join(map(str, VERSIONS))}, "
                             f"got {version!r}")
         self.name = "smileys"
@@ -395,8 +395,6 @@ def load_smileys(cfg: DataConfig) -> Smileys:
     options = cfg.options
     check_options("smileys", options, ["version", "correlate", "correlation", "correlate_split"])
     version = options.get("version", 1)
-    if isinstance(version, bool) or version not in VERSIONS:
-        raise UserError(f"smileys: option 'version' must be one of {', '.join(map(str, VERSIONS))}, got {version!r}")
     ds = Smileys(cfg.image_size, version)
     if "correlate" not in options:
         for needs_pair in ("correlation", "correlate_split"):
