@@ -62,6 +62,8 @@ def card(run) -> dict:
     }
     if m.name in ("beta-vae", "btcvae"):
         out["beta"] = m.beta
+        if m.warmup_steps > 0:
+            out["warm-up"] = f"regulariser weight 0 → 1 over the first {m.warmup_steps:,} steps"
     if m.name == "annealed-vae":
         out["capacity"] = f"gamma={m.gamma:g}, C_max={m.c_max:g}"
     if m.name == "vqvae":
@@ -70,6 +72,10 @@ def card(run) -> dict:
     if run.problems:
         out["problems"] = list(run.problems)
     return out
+
+
+# The card's rows for the objective's own settings, in the order both cards (app and static site) show them.
+OBJECTIVE_ROWS = ("beta", "warm-up", "capacity", "codebook")
 
 
 def card_markdown(run) -> str:
@@ -93,7 +99,7 @@ def full_rows(run, c: dict) -> list[tuple[str, str]]:
             ("dataset", f"{md(c['dataset'])}, {c['image size']}×{c['image size']}×{c['channels']}"),
             ("latent", f"{c['latent size']}" + (f" ({shape})" if len(c["latent shape"]) > 1 else "")),
             ("likelihood", md(c["likelihood"]))]
-    rows += [(key, md(str(c[key]))) for key in ("beta", "capacity", "codebook") if key in c]
+    rows += [(key, md(str(c[key]))) for key in OBJECTIVE_ROWS if key in c]
     rows.append(("training steps", steps + ("" if c["finished"] else " (not finished)")))
     rows.append(("exported points", f"{c['exported points']:,}" if run.latents is not None
                  else "not exported (run `python -m training export`)"))

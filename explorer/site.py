@@ -34,7 +34,7 @@ from training.runfolder import (CONFIG_FILE, DECODER_FILE, LATENTS_FILE, WEIGHTS
                                 load_decoder)
 
 from .latent_ops import dims_by_kl, kl_per_dim
-from .model_card import card, samples_note
+from .model_card import OBJECTIVE_ROWS, card, samples_note
 from .runs import LoadedRun, load_run_folder
 from .sprites import sprite_sheet
 
@@ -118,7 +118,7 @@ def card_rows(run: LoadedRun, n_points: int) -> list:
             ["dataset", f"{c['dataset']}, {c['image size']}×{c['image size']}×{c['channels']}"],
             ["latent", str(c["latent size"]) + (f" ({shape})" if len(c["latent shape"]) > 1 else "")],
             ["likelihood", c["likelihood"]]]
-    rows += [[key, str(c[key])] for key in ("beta", "capacity", "codebook") if key in c]
+    rows += [[key, str(c[key])] for key in OBJECTIVE_ROWS if key in c]
     steps = "?" if c["training steps"] is None else f"{c['training steps']:,}"
     rows.append(["training steps", steps + ("" if c["finished"] else " (not finished)")])
     rows.append(["points on this page", f"{n_points:,} of {run.n_points:,} exported"])

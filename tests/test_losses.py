@@ -9,7 +9,8 @@ from training.config import ModelConfig, model_config
 from training.errors import UserError
 from training.losses import (
     annealed_objective, bernoulli_nll, beta_objective, btcvae_objective, capacity, gaussian_kl, gaussian_nll,
-    kl_divergence, log_density_gaussian, log_weights_mss, log_weights_mws, reconstruction_nll, tc_decomposition)
+    kl_divergence, log_density_gaussian, log_weights_mss, log_weights_mws, reconstruction_nll, tc_decomposition,
+    warmup_weight)
 
 
 def test_gaussian_kl_hand_values():
@@ -158,6 +159,29 @@ def test_capacity_schedule_is_linear_then_flat():
     assert capacity(cfg, 50) == pytest.approx(12.5)
     assert capacity(cfg, 100) == pytest.approx(25.0)
     assert capacity(cfg, 10_000) == pytest.approx(25.0)
+
+
+def test_warmup_ramps_the_whole_regulariser_and_is_logged_only_when_configured():
+    mu, logvar = torch.tensor([[1.0, 0.0]]), torch.zeros(1, 2)          # KL = 0.5
+    recon, kl = torch.tensor(10.0), kl_divergence(torch.tensor([[1.0, 0.0]]), torch.zeros(1, 2))
+    cfg = model_config(name="beta-vae", beta=4.0, warmup_steps=100)
+    assert [warmup_weight(cfg, s) for s in (0, 25, 100, 5000)] == [0.0, 0.25, 1.0, 1.0]
+    loss, terms = beta_objective(recon, kl, mu, logvar, mu, cfg, 25)
+    assert loss.item() == pytest.approx(10.0 + 0.25 * 4.0 * 0.5) and terms == {"warmup": 0.25}
+    assert beta_objective(recon, kl, mu, logvar, mu, model_config(name="beta-vae", beta=4.0), 25)[1] == {}
+    g = torch.Generator().manual_seed(3)
+    mu, logvar = torch.randn(4, 2, generator=g), torch.randn(4, 2, generator=g)
+    z = mu + torch.randn(4, 2, generator=g)
+    full = model_config(name="btcvae", alpha=2.0, beta=3.0, tc_gamma=5.0, dataset_size=10)
+    warm = model_config(name="btcvae", alpha=2.0, beta=3.0, tc_gamma=5.0, dataset_size=10, warmup_steps=40)
+    loss_full, terms = btcvae_objective(recon, kl, mu, logvar, z, full, 10)
+    loss_warm, warm_terms = btcvae_objective(recon, kl, mu, logvar, z, warm, 10)
+    assert loss_warm.item() == pytest.approx(10.0 + 0.25 * (loss_full.item() - 10.0), rel=1e-5)
+    assert warm_terms["warmup"] == 0.25 and "warmup" not in terms
+    assert btcvae_objective(recon, kl, mu, logvar, z, warm, 40)[0].item() == pytest.approx(loss_full.item())
+    for bad in (-1, 2.5, True):
+        with pytest.raises(UserError, match="warmup_steps"):
+            model_config(name="btcvae", warmup_steps=bad).check_fields()
 
 
 def test_objectives_weight_the_terms_as_documented():

@@ -30,3 +30,22 @@ def test_the_card_shows_the_name_and_a_few_rows_then_folds_the_full_table(regist
     assert folded.rstrip().endswith("</details>")
     # A blank line after the summary: the table inside the block is parsed as Markdown.
     assert folded.startswith("\n\n| | |")
+
+
+def test_a_warmed_up_run_says_so_on_both_cards_and_others_do_not(tmp_path):
+    import json
+    import shutil
+
+    from explorer.site import card_rows
+    run_dir = tmp_path / "dsprites-btcvae"
+    shutil.copytree(os.path.join(ASSETS, "dsprites-btcvae"), run_dir)
+    original = RunRegistry([ASSETS]).get("dsprites-btcvae")
+    assert "warm-up" not in original.card_markdown()
+    config = json.loads((run_dir / "config.json").read_text())
+    config["model"]["warmup_steps"] = 5000
+    (run_dir / "config.json").write_text(json.dumps(config))
+    run = RunRegistry([str(tmp_path)]).get("dsprites-btcvae")
+    assert "| warm-up | regulariser weight 0 → 1 over the first 5,000 steps |" in run.card_markdown()
+    rows = card_rows(run, run.n_points)
+    assert ["warm-up", "regulariser weight 0 → 1 over the first 5,000 steps"] in rows
+    assert [r[0] for r in rows].index("warm-up") == [r[0] for r in rows].index("beta") + 1

@@ -176,9 +176,23 @@ def elbo_objective(recon, kl, mu, logvar, z, cfg, step):
     return recon + kl, {}
 
 
+def warmup_weight(cfg: BetaVAEConfig, step: int) -> float:
+    """The regulariser's weight at `step`: linear from 0 to 1 over the first warmup_steps steps, then 1."""
+    if cfg.warmup_steps <= 0:
+        return 1.0
+    return min(1.0, max(step, 0) / cfg.warmup_steps)
+
+
+def _with_warmup(cfg: BetaVAEConfig, step: int, extra: dict) -> tuple[float, dict]:
+    """The warm-up weight, and the logged terms with it added while a warm-up is configured."""
+    weight = warmup_weight(cfg, step)
+    return weight, ({**extra, "warmup": weight} if cfg.warmup_steps > 0 else extra)
+
+
 def beta_objective(recon, kl, mu, logvar, z, cfg: BetaVAEConfig, step):
-    """β-VAE (Higgins et al. 2017): recon + β·KL."""
-    return recon + cfg.beta * kl, {}
+    """β-VAE (Higgins et al. 2017): recon + w(step)·β·KL, w the warm-up weight (1 without one)."""
+    weight, extra = _with_warmup(cfg, step, {})
+    return recon + weight * cfg.beta * kl, extra
 
 
 def capacity(cfg: AnnealedVAEConfig, step: int) -> float:
@@ -196,10 +210,11 @@ def annealed_objective(recon, kl, mu, logvar, z, cfg: AnnealedVAEConfig, step):
 
 
 def btcvae_objective(recon, kl, mu, logvar, z, cfg: BTCVAEConfig, step):
-    """β-TCVAE (Chen et al. 2018): recon + α·MI + β·TC + γ·dimension-wise KL."""
+    """β-TCVAE (Chen et al. 2018): recon + w(step)·(α·MI + β·TC + γ·dimension-wise KL), w the warm-up weight."""
     t = tc_decomposition(z, mu, logvar, cfg.dataset_size, cfg.tc_estimator)
-    loss = recon + cfg.alpha * t.mi + cfg.beta * t.tc + cfg.tc_gamma * t.dwkl
-    return loss, {"mi": t.mi.detach(), "tc": t.tc.detach(), "dwkl": t.dwkl.detach()}
+    weight, extra = _with_warmup(cfg, step, {"mi": t.mi.detach(), "tc": t.tc.detach(), "dwkl": t.dwkl.detach()})
+    loss = recon + weight * (cfg.alpha * t.mi + cfg.beta * t.tc + cfg.tc_gamma * t.dwkl)
+    return loss, extra
 
 
 OBJECTIVES: dict[str, Objective] = {

@@ -194,10 +194,17 @@ class BetaVAEConfig(ModelConfig):
     name: str = "beta-vae"
     # Weight on the KL term (β-TCVAE: weight on the total-correlation term).
     beta: float = 1.0
+    # Steps over which the whole regulariser (β·KL; β-TCVAE: α·MI + β·TC + γ·dimension-wise KL) is
+    # warmed up, its weight rising linearly from 0 to 1 (Bowman et al. 2016; Sønderby et al. 2016): the
+    # encoder first learns every factor the reconstruction needs, including small ones, before the
+    # penalty can close the latent dimensions they would need. 0: full weight from the start.
+    warmup_steps: int = 0
 
     def check_fields(self) -> None:
         super().check_fields()
         _check_weights(self, ("beta",))
+        if not _is_int(self.warmup_steps) or self.warmup_steps < 0:
+            raise UserError(f"warmup_steps must be an integer >= 0 (0: no warm-up), not {self.warmup_steps!r}")
 
 
 @dataclass
