@@ -15,7 +15,7 @@ from PIL import Image
 
 from training.config import DataConfig
 from training.data import dataset_names, load_dataset
-from training.data.smileys import LAYOUT, Smileys
+from training.data.smileys import LAYOUT, MOUTH_COLOURS, Smileys
 from training.errors import UserError
 
 SHARED_MNIST = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
@@ -285,7 +285,12 @@ def test_smileys_version_2_draws_the_exact_distance_to_the_arc():
     assert np.abs(got - brute).max() < 2e-3
 
 
-def test_smileys_version_2_has_a_thicker_mouth_in_its_own_box(smileys, smileys_v2):
+@pytest.fixture(scope="module")
+def smileys_v3():
+    return load_dataset(DataConfig(name="smileys", options={"version": 3}))
+
+
+def test_smileys_version_2_has_a_thicker_mouth(smileys, smileys_v2):
     assert smileys_v2.version == 2 and smileys_v2.layout["mouth_thickness"] == 2 * LAYOUT["mouth_thickness"]
     assert "version 2" in smileys_v2.source_note and smileys.version == 1
     idx = smileys.index_of(BASES)
@@ -295,24 +300,49 @@ def test_smileys_version_2_has_a_thicker_mouth_in_its_own_box(smileys, smileys_v
         return ((images[:, 0] - images[:, 1] > 60) & (images[:, 2] < 120)).sum(axis=(1, 2))
     ratio = mouth_pixels(v2) / mouth_pixels(v1)
     assert np.all((ratio > 1.4) & (ratio < 3.0)) and 1.8 < ratio.mean() < 2.4, ratio
+
+
+def _smile_variance(ds) -> np.ndarray:
+    """Per base face: the variance across the 10 smile levels, summed over pixels (what not encoding the smile costs)."""
+    classes = np.repeat(BASES, 10, axis=0)
+    classes[:, 0] = np.tile(np.arange(10), len(BASES))
+    images = ds.render(classes).numpy().astype(np.float64).reshape(len(BASES), 10, -1) / 255.0
+    return images.var(axis=1).sum(axis=1)
+
+
+def test_smileys_version_3_moves_about_twice_the_pixels_of_version_2(smileys_v2, smileys_v3):
+    assert smileys_v3.version == 3 and "version 3" in smileys_v3.source_note
+    ratio = _smile_variance(smileys_v3) / _smile_variance(smileys_v2)
+    assert np.all(ratio > 1.4) and 1.6 < ratio.mean() < 2.4, ratio
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_smileys_later_versions_change_only_the_mouth_in_its_own_box_inside_the_face(smileys, version):
+    later = load_dataset(DataConfig(name="smileys", options={"version": version}))
+    idx = smileys.index_of(BASES)
+    v1, new = smileys.get(idx)[0].numpy().astype(int), later.get(idx)[0].numpy().astype(int)
     # Everything but the mouth is drawn as in version 1.
-    x0, x1, y0, y1 = smileys_v2.mouth_box
+    x0, x1, y0, y1 = later.mouth_box
+    frown, smile = BASES.copy(), BASES.copy()
+    frown[:, 0], smile[:, 0] = 0, 9
+    frowns, smiles = later.render(frown).numpy().astype(int), later.render(smile).numpy().astype(int)
     for i, (size, pos_x, pos_y) in enumerate(smileys.factor_values_of(BASES)[:, 3:]):
         x, y, R = _face_frame(size, pos_x, pos_y)
         box = (x >= x0 * R - 1) & (x <= x1 * R + 1) & (y >= y0 * R - 1) & (y <= y1 * R + 1)
-        assert not np.any((v1[i] != v2[i]).any(axis=0) & ~box)
-    # The smile changes only pixels of version 2's mouth box, which stays clear of the eye band.
-    assert y0 > smileys_v2.eye_box[3]
-    changed = _changed(smileys_v2, BASES, "smile", 9)
-    for i, (size, pos_x, pos_y) in enumerate(smileys.factor_values_of(BASES)[:, 3:]):
-        x, y, R = _face_frame(size, pos_x, pos_y)
-        box = (x >= x0 * R - 1) & (x <= x1 * R + 1) & (y >= y0 * R - 1) & (y <= y1 * R + 1)
-        assert not np.any(changed[i] & ~box)
+        assert not np.any((v1[i] != new[i]).any(axis=0) & ~box)
+        # The smile changes only pixels of this version's mouth box, which stays clear of the eye band.
+        assert not np.any((frowns[i] != smiles[i]).any(axis=0) & ~box)
+        # A full frown and a full smile stay inside the face (1 px inside its edge: anti-aliasing).
+        inside = (x / (0.9 * R - 1)) ** 2 + (y / (R - 1)) ** 2 <= 1.0
+        for image in (frowns[i], smiles[i]):
+            mouth = (np.abs(image - np.asarray(MOUTH_COLOURS[version])[:, None, None]) < 8).all(axis=0)
+            assert mouth.any() and not np.any(mouth & ~inside), (version, i)
+    assert y0 > later.eye_box[3]
 
 
-@pytest.mark.parametrize("version", [3, 0, "2", True, None])
+@pytest.mark.parametrize("version", [4, 0, "2", True, None])
 def test_smileys_unknown_version_is_a_user_error(version):
-    with pytest.raises(UserError, match="'version' must be one of 1, 2"):
+    with pytest.raises(UserError, match="'version' must be one of 1, 2, 3"):
         load_dataset(DataConfig(name="smileys", options={"version": version}))
 
 

@@ -43,6 +43,15 @@ still depends on the run. Everything else is drawn as in version 1, so version-1
 they were trained. Version 2's mouth
 box is |x| <= 0.54 R, 0.18 R <= y <= 0.82 R, still clear of the eye band.
 
+Version 3 keeps version 2's stroke and bends it further (corners and middle at y = 0.44 -+ 0.26 * smile)
+in a near-black colour (30, 10, 20), like the eyes. A model that does not encode the smile pays for the
+pixels the smile moves: summed over the pixels, the variance across the 10 smile levels with everything
+else fixed is 1.8 times version 2's and 2.7 times version 1's (1,962, 1,110 and 721 nats at σ = 0.1, mean
+over 300 random faces). None of seven β-TCVAE trainings on version 2 (σ = 0.1, β = 6; three without a
+regulariser warm-up, four with one) had learnt the smile when stopped after 3,100 to 9,300 steps. Version 3's
+mouth box is |x| <= 0.54 R, 0.06 R <= y <= 0.82 R, clear of the eye band (which ends at y = 0.02 R),
+and a full frown stays inside the face.
+
 Option `correlate` (documented in `correlated_index_set`): `{"correlate": ["smile", "glasses"],
 "correlation": 0.8}` makes the dataset's index set (train_indices and test_indices) a deterministic
 subsample of the grid in which the two attributes, each binarised at the midpoint of its value range
@@ -103,12 +112,14 @@ LAYOUT = {
     "mouth_thickness": 0.12,
 }
 # Version 2: the mouth stroke twice as thick, drawn with its exact distance (see the module docstring).
-LAYOUTS = {1: LAYOUT, 2: {**LAYOUT, "mouth_thickness": 0.24}}
+# Version 3: version 2's stroke, bent further, a little higher, and darker (see the module docstring).
+LAYOUTS = {1: LAYOUT, 2: {**LAYOUT, "mouth_thickness": 0.24},
+           3: {**LAYOUT, "mouth_thickness": 0.24, "mouth_bend": 0.26, "mouth_y": 0.44}}
 VERSIONS = tuple(LAYOUTS)
 
 BACKGROUND = (235.0, 235.0, 235.0)
 EYE_COLOUR = (30.0, 30.0, 40.0)
-MOUTH_COLOUR = (110.0, 20.0, 35.0)
+MOUTH_COLOURS = {1: (110.0, 20.0, 35.0), 2: (110.0, 20.0, 35.0), 3: (30.0, 10.0, 20.0)}
 GLASSES_COLOUR = (15.0, 15.0, 15.0)
 FACE_SATURATION, FACE_VALUE = 0.5, 0.95
 
@@ -197,7 +208,7 @@ class Smileys(ProceduralDataset):
         patch = mouth.gather(image)
         arc_distance = _arc_distance if self.version == 1 else _arc_distance_exact
         arc = arc_distance(x, y, L["mouth_half_width"] * R3, (L["mouth_bend"] * smile)[:, None, None] * R3)
-        _paint(patch, _coverage(arc - L["mouth_thickness"] / 2 * R3), MOUTH_COLOUR)
+        _paint(patch, _coverage(arc - L["mouth_thickness"] / 2 * R3), MOUTH_COLOURS[self.version])
         mouth.scatter(image, patch)
         return np.rint(image, out=image).astype(np.uint8)
 
@@ -390,7 +401,7 @@ def _binarised(ds: Smileys, classes: np.ndarray, factor: str) -> np.ndarray:
 
 
 def load_smileys(cfg: DataConfig) -> Smileys:
-    """Smileys grid; options: version (1 or 2, default 1), correlate (two factor names), correlation
+    """Smileys grid; options: version (1, 2 or 3, default 1), correlate (two factor names), correlation
     (in [-1, 1], default 0.8), correlate_split ("all" or "test", default "all")."""
     options = cfg.options
     check_options("smileys", options, ["version", "correlate", "correlation", "correlate_split"])
@@ -425,8 +436,11 @@ def load_smileys(cfg: DataConfig) -> Smileys:
     return ds
 
 
+VERSION_NOTES = {1: "", 2: " version 2 (thick mouth)", 3: " version 3 (thick, dark, deeply bent mouth)"}
+
+
 def _version_note(version: int) -> str:
-    return "" if version == 1 else f" version {version} (thick mouth)"
+    return VERSION_NOTES[version]
 
 
 def _correlate_options(options: dict) -> tuple:
