@@ -44,7 +44,7 @@ class DataConfig:
     # Fraction of examples held out as the test split (procedural sets and folders; torchvision sets
     # use their official split when it is present).
     test_fraction: float = 0.1
-    # Dataset-specific options, e.g. smileys {"version": 2, "correlate": ["smile", "glasses"], "correlation": 0.8,
+    # Dataset-specific options, e.g. smileys {"version": 3, "correlate": ["smile", "glasses"], "correlation": 0.8,
     # "correlate_split": "test"} (training/data/smileys.py).
     options: dict = field(default_factory=dict)
 
