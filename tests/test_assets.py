@@ -29,7 +29,7 @@ REQUIRED = ("config.json", "model.safetensors", "metrics.json", "latents.npz", "
 # The runs the explorer is meant to open with; a missing one must be a visible failure, not a silently smaller set.
 EXPECTED_RUNS = ("mnist-vae", "mnist-ae", "dsprites-btcvae", "smileys-btcvae", "dsprites-vae", "mnist-vqvae")
 # The runs whose training timeline the Training tab (and the lesson's steps on it) shows.
-EXPECTED_TIMELINES = ("mnist-vae", "mnist-ae", "mnist-vqvae", "dsprites-vae")
+EXPECTED_TIMELINES = ("mnist-vae", "mnist-ae", "mnist-vqvae", "dsprites-vae", "smileys-btcvae")
 
 
 def bundled_runs() -> list[str]:
