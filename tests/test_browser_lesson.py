@@ -120,6 +120,11 @@ def test_every_lesson_step_sets_up_its_state(page, app):
                      timeout=60)
         if step.get("compare") in loaded:
             wait_for(lambda: image_src(page, "#cmp-grid"), f"step {i + 1}: the compared run's traversal", timeout=60)
+        if step.get("attribute") and step.run in loaded:
+            # The server-drawn panel (input, strip, the vector's description) follows the preview: the run
+            # switch refreshes it too, and the class must not see the previous step's run there.
+            wait_for(lambda: page.locator("#attr-info").inner_text().startswith(f"{step.get('attribute')} vector"),
+                     f"step {i + 1}: the {step.get('attribute')} vector's panel", timeout=60)
         if step.tab == "Training":
             wait_for(lambda: "timeline" in page.locator("#timeline-note").inner_text().lower() or
                      "Step" in page.locator("#timeline-note").inner_text(), "the Training tab's note")
