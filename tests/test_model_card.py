@@ -1,11 +1,14 @@
 """The model card's Markdown: a short table the class reads at a glance, the full card folded below it."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
 
 import pytest
 
 from explorer.runs import RunRegistry
+from explorer.site import card_rows
 
 ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
 BUNDLED = sorted(n for n in os.listdir(ASSETS) if os.path.isfile(os.path.join(ASSETS, n, "config.json"))) \
@@ -33,10 +36,6 @@ def test_the_card_shows_the_name_and_a_few_rows_then_folds_the_full_table(regist
 
 
 def test_a_warmed_up_run_says_so_on_both_cards_and_others_do_not(tmp_path):
-    import json
-    import shutil
-
-    from explorer.site import card_rows
     run_dir = tmp_path / "dsprites-btcvae"
     shutil.copytree(os.path.join(ASSETS, "dsprites-btcvae"), run_dir)
     original = RunRegistry([ASSETS]).get("dsprites-btcvae")

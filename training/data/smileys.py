@@ -40,8 +40,8 @@ change from frown to smile). A β-TCVAE trained on the whole version-1 grid with
 mouth out of its latent space altogether (its reconstructions draw one blurred mouth for every smile);
 the thicker mouth gives the smile more weight in the reconstruction, though whether a β-TCVAE learns it
 still depends on the run. Everything else is drawn as in version 1, so version-1 runs render exactly as
-they were trained. Version 2's mouth
-box is |x| <= 0.54 R, 0.18 R <= y <= 0.82 R, still clear of the eye band.
+they were trained. Version 2's mouth box is |x| <= 0.54 R, 0.18 R <= y <= 0.82 R, still clear of the eye
+band.
 
 Version 3 keeps version 2's stroke and bends it further (corners and middle at y = 0.44 -+ 0.26 * smile)
 in a near-black colour (30, 10, 20), like the eyes. A model that does not encode the smile pays for the
@@ -118,6 +118,8 @@ LAYOUT = {
 LAYOUTS = {1: LAYOUT, 2: {**LAYOUT, "mouth_thickness": 0.24},
            3: {**LAYOUT, "mouth_thickness": 0.24, "mouth_bend": 0.26, "mouth_y": 0.44}}
 VERSIONS = tuple(LAYOUTS)
+# How a dataset's source note names each version.
+VERSION_NOTES = {1: "", 2: " version 2 (thick mouth)", 3: " version 3 (thick, dark, deeply bent mouth)"}
 
 BACKGROUND = (235.0, 235.0, 235.0)
 EYE_COLOUR = (30.0, 30.0, 40.0)
@@ -270,7 +272,7 @@ def mouth_reach(version: int = 1) -> float:
 
     Version 1 paints the stroke where |y - curve| / sqrt(1 + slope^2) <= thickness / 2, so where the arc
     is steepest (its ends, slope 4 * bend / half_width) it reaches thickness / 2 * sqrt(1 + slope^2).
-    Version 2 paints it within thickness / 2 of the arc, so it reaches thickness / 2 beyond the arc's
+    Versions 2 and 3 paint it within thickness / 2 of the arc, so it reaches thickness / 2 beyond the arc's
     highest and lowest points.
     """
     L = LAYOUTS[version]
@@ -409,12 +411,13 @@ def load_smileys(cfg: DataConfig) -> Smileys:
     check_options("smileys", options, ["version", "correlate", "correlation", "correlate_split"])
     version = options.get("version", 1)
     ds = Smileys(cfg.image_size, version)
+    source = f"procedural smileys{VERSION_NOTES[version]}"
     if "correlate" not in options:
         for needs_pair in ("correlation", "correlate_split"):
             if needs_pair in options:
                 raise UserError(f"smileys: option {needs_pair!r} needs 'correlate': [factor, factor]")
         ds.train_indices, ds.test_indices = fixed_split(len(ds), cfg.test_fraction, cfg.subset)
-        ds.source_note = f"procedural smileys{_version_note(version)} (64,000-image factor grid)"
+        ds.source_note = f"{source} (64,000-image factor grid)"
         return ds
     first, second, correlation = _correlate_options(options)
     split = options.get("correlate_split", "all")
@@ -424,7 +427,7 @@ def load_smileys(cfg: DataConfig) -> Smileys:
         ds.train_indices, test = fixed_split(len(ds), cfg.test_fraction, cfg.subset)
         ds.test_indices = correlated_index_set(ds, first, second, correlation, candidates=test)
         ds.index_set = np.union1d(ds.train_indices, ds.test_indices)
-        ds.source_note = (f"procedural smileys{_version_note(version)} (64,000-image factor grid); training on the whole grid's training "
+        ds.source_note = (f"{source} (64,000-image factor grid); training on the whole grid's training "
                           f"split, test faces resampled so that {first} and {second} (binarised) have correlation "
                           f"{correlation:g} ({len(ds.test_indices)} of {len(test)} test images)")
         return ds
@@ -433,16 +436,11 @@ def load_smileys(cfg: DataConfig) -> Smileys:
     ds.train_indices = take_subset(kept[train_pos], cfg.subset)
     ds.test_indices = kept[test_pos]
     ds.index_set = kept
-    ds.source_note = (f"procedural smileys{_version_note(version)}, index set resampled so that {first} and {second} (binarised) have "
+    ds.source_note = (f"{source}, index set resampled so that {first} and {second} (binarised) have "
                       f"correlation {correlation:g} ({len(kept)} of {len(ds)} grid images)")
     return ds
 
 
-VERSION_NOTES = {1: "", 2: " version 2 (thick mouth)", 3: " version 3 (thick, dark, deeply bent mouth)"}
-
-
-def _version_note(version: int) -> str:
-    return VERSION_NOTES[version]
 
 
 def _correlate_options(options: dict) -> tuple:
