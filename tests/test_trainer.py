@@ -262,3 +262,42 @@ def test_load_weights_reads_the_step_from_metadata(tmp_path):
     assert load_weights(model, os.path.join(out, "model.safetensors")) == 5
 
 
+
+
+SUBNORMAL = 1e-39  # below float32's smallest normal number, 1.18e-38
+
+
+def flushes_subnormals() -> bool:
+    """Whether CPU arithmetic in this thread treats subnormal floats as zero right now."""
+    return bool((torch.tensor([SUBNORMAL]) * 1.0).item() == 0.0)
+
+
+def test_the_training_loop_flushes_subnormals_on_the_cpu_and_restores_them_after(tmp_path, monkeypatch):
+    import training.trainer as trainer
+
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush subnormals")
+    assert not flushes_subnormals()
+    seen = []
+    real_step = trainer.train_step
+
+    def observed_step(*args, **kwargs):
+        seen.append(flushes_subnormals())
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", observed_step)
+    train(tiny_config(steps=3), str(tmp_path / "run"), progress=False)
+    assert seen == [True, True, True]
+    assert not flushes_subnormals()  # the process is left as it was
+
+
+def test_subnormals_are_flushed_only_for_the_cpu():
+    from training.trainer import subnormals_flushed
+
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush subnormals")
+    with subnormals_flushed(torch.device("cpu")):
+        assert flushes_subnormals()
+    assert not flushes_subnormals()
+    with subnormals_flushed(torch.device("meta")):  # stands for an accelerator: its arithmetic is its own
+        assert not flushes_subnormals()
