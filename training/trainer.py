@@ -162,8 +162,10 @@ def subnormals_flushed(device: torch.device):
     that shrinks by beta1 every step until it is subnormal, and x86 arithmetic on subnormals is
     many times slower: on dSprites such moments halve a conv network's training throughput within a few
     hundred steps. Flushing them drops optimiser updates far below what a float32 weight can resolve;
-    benchmarks/train_throughput.py --subnormals measures the speed-up and compares the weights bit for bit.
-    Accelerators handle subnormals at full speed, so nothing changes there.
+    benchmarks/subnormals.py measures the speed-up and compares the weights bit for bit. x86 keeps the
+    flag per thread and torch sets it for the calling thread only, so with several torch threads the
+    intra-op workers still see subnormals (the bundled runs train on one). Accelerators handle subnormals
+    at full speed, so nothing changes there.
     """
     if device.type != "cpu" or not torch.set_flush_denormal(True):
         yield
