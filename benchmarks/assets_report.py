@@ -20,8 +20,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 from training.errors import UserError  # noqa: E402
-from training.runfolder import (CONFIG_FILE, METRICS_LOG_FILE, PRIOR_JSON_FILE, SCORE_PATHS, Metrics,  # noqa: E402
-                                read_json_object, read_metrics)
+from training.runfolder import (CONFIG_FILE, PRIOR_JSON_FILE, SCORE_PATHS, Metrics,  # noqa: E402
+                                read_json_object, read_log, read_metrics)
 
 # Headline entries of metrics.json, in card order; absent or null values are left out.
 CARD_FIELDS = ("step", "n_test")
@@ -67,11 +67,7 @@ def run_folders(root: str) -> list[str]:
 
 def training_summary(run_dir: str) -> dict:
     """Steps, wall time and throughput from metrics.jsonl (the trainer's log)."""
-    lines = []
-    path = os.path.join(run_dir, METRICS_LOG_FILE)
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            lines = [json.loads(line) for line in f if line.strip()]
+    lines = read_log(run_dir)
     if not lines:
         return {}
     last = lines[-1]

@@ -34,7 +34,8 @@ sys.path.insert(0, REPO_ROOT)
 import torch  # noqa: E402
 
 from training import trainer  # noqa: E402
-from training.runfolder import CHECKPOINT_FILE, METRICS_LOG_FILE, load_checkpoint, load_config, read_config, save_config  # noqa: E402
+from training.runfolder import (CHECKPOINT_FILE, load_checkpoint, load_config, logged_images_per_s, read_config,  # noqa: E402
+                                read_log, save_config)
 
 
 def count_subnormals(tensors) -> tuple[int, int]:
@@ -85,16 +86,8 @@ def resume_for(source: str, scratch: str, more: int, flush: bool) -> tuple[float
     start = cfg.train.steps
     cfg.train.steps = start + more
     run = train(cfg, scratch, flush, resume=True)
-    with open(os.path.join(scratch, METRICS_LOG_FILE), encoding="utf-8") as f:
-        log = [json.loads(line) for line in f if line.strip()]
-    # Each line's images_per_s covers the steps since the line before it: add up the resumed windows.
-    images = seconds = 0.0
-    previous = start
-    for line in log:
-        if line["step"] > start:
-            window = (line["step"] - previous) * cfg.train.batch_size
-            images, seconds, previous = images + window, seconds + window / line["images_per_s"], line["step"]
-    return images / seconds, {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+    speed = logged_images_per_s(read_log(scratch), start, cfg.train.batch_size)
+    return speed, {k: v.detach().clone() for k, v in run.model.state_dict().items()}
 
 
 def main() -> None:

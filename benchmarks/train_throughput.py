@@ -33,6 +33,7 @@ import torch  # noqa: E402
 
 from training.config import DataConfig, RunConfig, TrainConfig, model_config  # noqa: E402
 from training.device import resolve_device  # noqa: E402
+from training.runfolder import logged_images_per_s, read_log  # noqa: E402
 from training.trainer import (Amp, BatchSampler, build_seeded_model, has_convs, load_training_dataset,  # noqa: E402
                               make_optimizer, train, train_step)
 
@@ -69,16 +70,8 @@ def measure_train_loop(cfg: RunConfig, warmup: int, steps: int) -> float:
     cfg.train.sample_every = cfg.train.checkpoint_every = warmup + steps  # file writes only at the end
     with tempfile.TemporaryDirectory(prefix="throughput-") as out:
         train(cfg, os.path.join(out, "run"), progress=False)
-        with open(os.path.join(out, "run", "metrics.jsonl")) as f:
-            lines = [json.loads(line) for line in f]
-    # Each line's images_per_s covers the steps since the line before it: add up the windows after warm-up.
-    images = seconds = 0.0
-    previous = warmup
-    for line in lines:
-        if line["step"] > warmup:
-            window = (line["step"] - previous) * cfg.train.batch_size
-            images, seconds, previous = images + window, seconds + window / line["images_per_s"], line["step"]
-    return images / seconds
+        records = read_log(os.path.join(out, "run"))
+    return logged_images_per_s(records, warmup, cfg.train.batch_size)
 
 
 def training_state(cfg: RunConfig):

@@ -301,3 +301,21 @@ def test_subnormals_are_flushed_only_for_the_cpu():
     assert not flushes_subnormals()
     with subnormals_flushed(torch.device("meta")):  # stands for an accelerator: its arithmetic is its own
         assert not flushes_subnormals()
+
+
+def test_the_training_log_reads_back_with_its_throughput_windows(tmp_path):
+    from training.runfolder import logged_images_per_s, read_log
+
+    out = str(tmp_path / "run")
+    train(tiny_config(steps=20, log_every=5), out, progress=False)
+    with open(os.path.join(out, "metrics.jsonl"), "a", encoding="utf-8") as f:
+        f.write('{"step": 25, "loss"')  # a line torn by a kill
+    records = read_log(out)
+    assert [r["step"] for r in records] == [5, 10, 15, 20]
+    # Windows 10-15 and 15-20, 5 steps of 16 images each: harmonic, not arithmetic, mean of the speeds.
+    speeds = [records[2]["images_per_s"], records[3]["images_per_s"]]
+    expected = 160 / (80 / speeds[0] + 80 / speeds[1])
+    assert logged_images_per_s(records, 10, 16) == pytest.approx(expected)
+    with pytest.raises(ValueError):
+        logged_images_per_s(records, 20, 16)
+    assert read_log(str(tmp_path / "nothing-here")) == []

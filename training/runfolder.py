@@ -298,16 +298,41 @@ def truncate_log(run_dir: str, step: int) -> None:
     path = os.path.join(run_dir, METRICS_LOG_FILE)
     if not os.path.exists(path):
         return
-    kept = []
+    kept = [json.dumps(r) for r in read_log(run_dir) if isinstance(r.get("step"), int) and r["step"] <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def read_log(run_dir: str) -> list[dict]:
+    """The records of metrics.jsonl, oldest first ([] when there is none); a line torn by a kill is skipped."""
+    path = os.path.join(run_dir, METRICS_LOG_FILE)
+    if not os.path.isfile(path):
+        return []
+    records = []
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
-                kept.append(json.dumps(record))
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
+def logged_images_per_s(records: list[dict], after_step: int, batch_size: int) -> float:
+    """Training throughput over the logged steps after `after_step`, from the records' `images_per_s`.
+
+    Each record's images_per_s covers the steps since the record before it, so the windows are added up.
+    """
+    images = seconds = 0.0
+    previous = after_step
+    for record in records:
+        if record["step"] > after_step:
+            window = (record["step"] - previous) * batch_size
+            images, seconds, previous = images + window, seconds + window / record["images_per_s"], record["step"]
+    if not seconds:
+        raise ValueError(f"no logged steps after step {after_step}")
+    return images / seconds
 
 
 def write_grid_png(run_dir: str, name: str, step: int, png: bytes) -> None:
