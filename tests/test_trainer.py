@@ -262,8 +262,6 @@ def test_load_weights_reads_the_step_from_metadata(tmp_path):
     assert load_weights(model, os.path.join(out, "model.safetensors")) == 5
 
 
-
-
 SUBNORMAL = 1e-39  # below float32's smallest normal number, 1.18e-38
 
 
