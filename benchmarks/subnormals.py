@@ -50,8 +50,7 @@ def count_subnormals(tensors) -> tuple[int, int]:
     return subnormal, total
 
 
-def checkpoint_subnormals(run_dir: str) -> dict:
-    checkpoint = load_checkpoint(os.path.join(run_dir, CHECKPOINT_FILE))
+def checkpoint_subnormals(checkpoint: dict) -> dict:
     moments = [v for state in checkpoint["optimizer"]["state"].values() for v in state.values()]
     weights = count_subnormals(checkpoint["model"].values())
     optimiser = count_subnormals(moments)
@@ -107,14 +106,15 @@ def main() -> None:
         if args.source:
             shutil.copytree(args.source, base, ignore=shutil.ignore_patterns("snapshots", "*_*.png"))
             cfg = load_config(base)
-            cfg.train.steps = load_checkpoint(os.path.join(base, CHECKPOINT_FILE))["step"]
         else:
             cfg = read_config(args.config)
             cfg.train.steps = args.steps
             train(quiet(cfg), base, flush=False)  # the state a training reaches without the flush
+        checkpoint = load_checkpoint(os.path.join(base, CHECKPOINT_FILE))
+        counts = checkpoint_subnormals(checkpoint)
+        cfg.train.steps = checkpoint["step"]
         quiet(cfg)
         save_config(base, cfg)  # resumed copies take their settings and starting step from here
-        counts = checkpoint_subnormals(base)
         speeds = {False: [], True: []}
         weights = {}
         for _ in range(args.rounds):

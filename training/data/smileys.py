@@ -441,8 +441,6 @@ def load_smileys(cfg: DataConfig) -> Smileys:
     return ds
 
 
-
-
 def _correlate_options(options: dict) -> tuple:
     pair = options["correlate"]
     if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(p, str) for p in pair)
